@@ -1,0 +1,5 @@
+"""mgic_geo: Multigrid-in-Channels for PyTorch Geometric point-cloud networks and image CNNs."""
+from mgic_geo.core import ChannelHierarchy, MGICBlock, init_weights
+
+__version__ = "0.1.0"
+__all__ = ["MGICBlock", "ChannelHierarchy", "init_weights", "__version__"]

@@ -1,0 +1,1 @@
+"""Benchmarks (``mgic-geo bench NAME``): figures printed side by side in one run."""

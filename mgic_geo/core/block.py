@@ -1,0 +1,140 @@
+"""The multigrid-in-channels block: Algorithm 1 of the paper, as the authors run it.
+
+::
+
+    down:    for j = 0 .. L-1:  keep x_j;  r_j = R_j(x_j);  x_{j+1} = r_j
+    coarse:  y = Block_full(x_L)                                   (groups = 1)
+    up:      for j = L-1 .. 0:  z = x_j + N_j(P_j(y - r_j));  y = Block_grouped_j(z)
+    return y
+
+No work is done on the way down, the correction reuses the stored ``r_j``, and ``N_j`` is a
+BatchNorm (no activation). If every level block is the identity, so is the whole block.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+from mgic_geo.core.norm import ChannelBatchNorm
+from mgic_geo.core.plan import ChannelHierarchy
+from mgic_geo.core.transfer import TransferOperator
+
+BlockFactory = Callable[[int, int], nn.Module]
+
+
+class MGICBlock(nn.Module):
+    r"""Replace a channel-preserving ``block`` by its V-cycle over channel widths
+    ``c, c/2, ..., s_c``: grouped blocks on the fine levels, one fully coupled block on the
+    coarsest, learned grouped 1x1 transfer operators between levels.
+
+    Args:
+        channels (int): the width ``c`` of the block's input and output.
+        block (callable): ``block(width, groups) -> nn.Module`` builds a level block that maps
+            ``width`` channels to ``width`` channels with ``groups`` channel groups
+            (``groups == 1`` on the coarsest level).
+        group_size (int): ``s_g``, channels per group on the fine levels.
+        coarsest (int): ``s_c``, the width of the coarsest level (an upper bound; see
+            :mod:`mgic_geo.core.plan`).
+        norm (callable, optional): ``norm(width) -> nn.Module`` builds ``N_j``.
+            (default: :class:`~mgic_geo.core.norm.ChannelBatchNorm`)
+        level_rule (str): ``"paper"`` or ``"official"`` (:mod:`mgic_geo.core.plan`).
+        transfer_init (str): ``"average"`` or ``"kaiming"``
+            (:class:`~mgic_geo.core.transfer.TransferOperator`).
+
+    Extra positional and keyword arguments of :meth:`forward` (``pos``, ``edge_index``, ...) are
+    passed to every level block.
+
+    Shapes:
+        - **input:** :math:`(N, C, *)`, channels in dimension 1
+        - **output:** :math:`(N, C, *)`
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        block: BlockFactory,
+        *,
+        group_size: int,
+        coarsest: int,
+        norm: Callable[[int], nn.Module] | None = None,
+        level_rule: str = "paper",
+        transfer_init: str = "average",
+    ):
+        super().__init__()
+        if not callable(block):
+            raise ValueError(f"`block` must be a callable block(width, groups) -> nn.Module, got {block!r}")
+        self.hierarchy = ChannelHierarchy.build(
+            channels, group_size=group_size, coarsest=coarsest, level_rule=level_rule
+        )
+        self.channels, self.group_size, self.coarsest = channels, group_size, coarsest
+        self.level_rule, self.transfer_init = level_rule, transfer_init
+        norm = norm or ChannelBatchNorm
+        widths, groups = self.widths, self.groups
+
+        self.blocks = nn.ModuleList(_build_level_block(block, w, g) for w, g in zip(widths, groups))
+        self.restrictions = nn.ModuleList(
+            TransferOperator(widths[j], widths[j + 1], groups[j], init=transfer_init) for j in range(len(widths) - 1)
+        )
+        self.prolongations = nn.ModuleList(
+            TransferOperator(widths[j + 1], widths[j], groups[j], init=transfer_init) for j in range(len(widths) - 1)
+        )
+        self.norms = nn.ModuleList(norm(widths[j]) for j in range(len(widths) - 1))
+
+    @property
+    def widths(self) -> list[int]:
+        """Channel width of every level, finest first."""
+        return list(self.hierarchy.widths)
+
+    @property
+    def groups(self) -> list[int]:
+        """Group count of every level's block and transfer operators, finest first (last is 1)."""
+        return list(self.hierarchy.groups)
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        fine, restricted = [], []
+        for restrict in self.restrictions:
+            fine.append(x)
+            x = restrict(x)
+            restricted.append(x)
+
+        y = self._level(len(self.restrictions), x, args, kwargs)
+
+        for j in reversed(range(len(self.restrictions))):
+            z = fine[j] + self.norms[j](self.prolongations[j](y - restricted[j]))
+            y = self._level(j, z, args, kwargs)
+        return y
+
+    def _level(self, j: int, x: Tensor, args, kwargs) -> Tensor:
+        y = self.blocks[j](x, *args, **kwargs)
+        if y.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"`block`({self.widths[j]}, {self.groups[j]}) returned {y.shape[1]} channels from "
+                f"{x.shape[1]}; MGICBlock needs a channel-preserving level block"
+            )
+        return y
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, group_size={self.group_size}, coarsest={self.coarsest}, "
+            f"widths={self.widths}, groups={self.groups}"
+        )
+
+
+def _build_level_block(block: BlockFactory, width: int, groups: int) -> nn.Module:
+    module = block(width, groups)
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"`block`({width}, {groups}) must return an nn.Module, got {type(module).__name__}")
+    for attribute in ("in_channels", "out_channels", "in_features", "out_features"):
+        value = getattr(module, attribute, None)
+        if isinstance(value, int) and value != width:
+            raise ValueError(
+                f"`block`({width}, {groups}) built a module with {attribute}={value}; "
+                f"MGICBlock needs a channel-preserving level block ({width} -> {width})"
+            )
+    return module

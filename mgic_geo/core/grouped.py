@@ -1,0 +1,73 @@
+"""Grouped 1x1 channel maps on channel dimension 1, for any tensor rank.
+
+One primitive serves the transfer operators ``R_j``/``P_j`` and the grouped 1x1 level blocks of
+node-feature networks. Which formulation is fastest depends on the memory layout, measured on a
+2-core CPU at 1024 channels, groups of 8 -> 4, forward + backward (``benchmarks`` in the README):
+
+* channel-major (``[B, C, *S]`` contiguous, e.g. NCHW images): each group is a small matrix
+  applied to a contiguous ``[a, S]`` slab, one broadcast ``matmul`` (0.19 s vs 0.36 s for
+  ``conv2d(groups=g)``, batch 32 x 32 x 32).
+* channel-last (``[N, C]`` node features, channels_last images): tiny per-group GEMMs (K = 8) are
+  very slow here (1.8 s with ``einsum``, 4.2 s with ``conv1d``, as slow as the dense layer), so
+  neighbouring groups are packed into block-diagonal super-groups of about
+  ``SUPERGROUP_CHANNELS`` input channels and applied as one batched GEMM (0.42 s, N = 32,768).
+  The zero blocks are built from the compact weight on every call, so gradients reach only the
+  real entries.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SUPERGROUP_CHANNELS = 64
+
+
+def _supergroup_size(groups: int, in_per_group: int) -> int:
+    size = max(1, min(groups, SUPERGROUP_CHANNELS // in_per_group))
+    while groups % size:
+        size -= 1
+    return size
+
+
+def _channel_last_map(x: Tensor, weight: Tensor) -> Tensor:
+    """``x``: ``[M, C_in]`` rows; ``weight``: ``[g, b, a]``. Returns ``[M, g * b]``."""
+    groups, out_per_group, in_per_group = weight.shape
+    size = _supergroup_size(groups, in_per_group)
+    if size > 1:
+        eye = torch.eye(size, dtype=weight.dtype, device=weight.device)
+        weight = torch.einsum(
+            "gsoi,st->gsoti", weight.reshape(groups // size, size, out_per_group, in_per_group), eye
+        ).reshape(groups // size, size * out_per_group, size * in_per_group)
+    num_super = weight.shape[0]
+    rows = x.shape[0]
+    out = torch.einsum("ngi,goi->ngo", x.reshape(rows, num_super, -1), weight)
+    return out.reshape(rows, -1)
+
+
+def grouped_channel_map(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Apply the block-diagonal channel map ``weight`` (``[groups, out/groups, in/groups]``)
+    to channel dimension 1 of ``x`` (``[N, C]``, ``[B, C, L]``, ``[B, C, H, W]``, ...)."""
+    groups, out_per_group, in_per_group = weight.shape
+    if x.dim() < 2 or x.shape[1] != groups * in_per_group:
+        raise ValueError(
+            f"expected input with {groups * in_per_group} channels in dimension 1, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.dim() == 2:
+        out = _channel_last_map(x, weight)
+    elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        batch, _, height, width = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        out = _channel_last_map(rows, weight).reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+    else:
+        spatial = x.shape[2:]
+        out = torch.matmul(weight, x.reshape(x.shape[0], groups, in_per_group, -1))
+        out = out.reshape(x.shape[0], groups * out_per_group, *spatial)
+    if bias is not None:
+        out = out + bias.view(1, -1, *([1] * (x.dim() - 2)))
+    return out
+
+
+def block_diagonal(weight: Tensor) -> Tensor:
+    """The dense ``[out, in]`` matrix of a grouped weight ``[groups, out/groups, in/groups]``."""
+    return torch.block_diag(*weight.unbind(0))
