@@ -1,0 +1,528 @@
+"""Forward+backward time and peak memory of a dense block vs its MGIC block (``mgic-geo bench block``).
+
+Two cases, each at the widths ``c`` of ``--widths`` (default 64, 256, 1024):
+
+* ``graph``: node features ``[N, c]`` (``N = --nodes``, default 32,768). Dense block:
+  ``ChannelMixNormAct(c, 1)`` (a 1x1 mix, BN, ReLU); MGIC block:
+  ``MGICBlock(c, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)``.
+* ``image``: ``[B, c, H, W]`` (``B = --batch`` 32, ``H = W = --size`` 32). Dense block:
+  ``ConvNormAct(c, 1)`` (3x3 conv, BN, ReLU); MGIC block: the same ``MGICBlock`` around
+  ``ConvNormAct(w, g)``.
+
+Dense and MGIC are measured side by side in one run, with the same seed and the same input.
+
+Timing
+    Train mode, autograd on (no ``torch.no_grad``), the input requires grad (as for a block inside
+    a network, so backward also computes the input gradient). One pass is ``y = block(x)`` then
+    ``y.backward(ones)``; ``--warmup`` untimed passes, then the median of ``--repeats`` timed
+    passes (``time.perf_counter``, with ``torch.cuda.synchronize`` around each pass on CUDA).
+    Gradients are dropped (``set_to_none``) between passes, outside the timed region.
+
+Peak memory on CPU
+    Every (case, c, variant) is measured in a fresh process forked from a ``multiprocessing``
+    forkserver that has imported torch once (a spawned interpreter pays about 4 s of torch import
+    per measurement here; a fork of a process that never ran a torch op is as fresh: its heap holds
+    no tensors and no allocator cache from other measurements). In that process the module, the
+    input and the output gradient are allocated and the warm-up passes run (they page in kernel
+    code and start the thread pool); then the kernel's peak-RSS mark is reset
+    (``/proc/self/clear_refs``), the current RSS is read from ``/proc/self/statm``, the timed
+    passes run, and the reported figure is ``ru_maxrss`` (``getrusage(RUSAGE_SELF)``) minus that
+    baseline: activations saved for backward, parameter and input gradients, and temporaries.
+    glibc's mmap threshold is pinned at 128 KiB (``mallopt``) in the worker so freed tensors go
+    back to the OS instead of sitting in the heap, where they would make RSS lag behind the live
+    memory.
+
+Peak memory on CUDA
+    ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
+    ``memory_allocated`` at the same point (after the warm-up passes); measured in-process.
+
+MACs (forward, multiply-accumulates) are counted analytically: every level block and transfer
+operator preserves the spatial size, so a block's MACs are (positions) x (weights of its
+convolutions and 1x1 channel maps); BatchNorm, ReLU and additions are ignored. This gives
+``N c^2`` for the dense 1x1 mix and ``B H W 9 c^2`` for the dense 3x3 convolution.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from mgic_geo.core.block import MGICBlock
+from mgic_geo.core.transfer import GroupedChannelMap
+from mgic_geo.experiments.report import prepare_output_dir, write_table
+from mgic_geo.layers.conv_norm_act import ChannelMixNormAct, ConvNormAct
+
+CASES = ("graph", "image")
+VARIANTS = ("dense", "MGIC")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_WIDTHS = (64, 256, 1024)
+MIB = 2**20
+
+COLUMNS = (
+    "device",
+    "case",
+    "c",
+    "MGIC levels",
+    "dense ms",
+    "MGIC ms",
+    "speed-up (dense/MGIC)",
+    "dense peak MiB",
+    "MGIC peak MiB",
+    "memory ratio (dense/MGIC)",
+    "dense params",
+    "MGIC params",
+    "dense GMAC",
+    "MGIC GMAC",
+    "MAC ratio (dense/MGIC)",
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything one worker needs to measure one (device, case, c, variant); picklable."""
+
+    device: str
+    case: str
+    variant: str
+    width: int
+    nodes: int
+    batch: int
+    size: int
+    group_size: int
+    coarsest: int
+    warmup: int
+    repeats: int
+    channels_last: bool
+    seed: int
+    num_threads: int
+
+    def describe(self) -> str:
+        return f"{self.device} {self.case} c={self.width} {self.variant}"
+
+
+# ----------------------------------------------------------------------------------------------
+# What is measured
+
+
+def build_block(case: str, variant: str, width: int, *, group_size: int = 8, coarsest: int = 16) -> nn.Module:
+    """The dense block or the MGIC block of ``case`` at width ``width``."""
+    level_block = {"graph": ChannelMixNormAct, "image": ConvNormAct}[case]
+    if variant == "dense":
+        return level_block(width, 1)
+    return MGICBlock(width, lambda w, g: level_block(w, g), group_size=group_size, coarsest=coarsest)
+
+
+def input_shape(case: str, width: int, *, nodes: int, batch: int, size: int) -> tuple[int, ...]:
+    return (nodes, width) if case == "graph" else (batch, width, size, size)
+
+
+def count_macs(module: nn.Module, positions: int) -> int:
+    """Forward MACs of a block whose convolutions and channel maps all preserve the spatial size:
+    each weight is applied once per position (node or pixel)."""
+    weights = sum(m.weight.numel() for m in module.modules() if isinstance(m, (nn.Conv2d, GroupedChannelMap)))
+    return positions * weights
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _forward_backward(block: nn.Module, x: Tensor, grad_output: Tensor) -> None:
+    block(x).backward(grad_output)
+
+
+def _drop_gradients(block: nn.Module, x: Tensor) -> None:
+    # Outside the timed region, so every pass allocates its gradients afresh, as a training step does.
+    block.zero_grad(set_to_none=True)
+    x.grad = None
+
+
+def _timed_passes(block: nn.Module, x: Tensor, grad_output: Tensor, passes: int) -> list[float]:
+    seconds = []
+    for _ in range(passes):
+        _drop_gradients(block, x)
+        _synchronize(x.device)
+        start = time.perf_counter()
+        _forward_backward(block, x, grad_output)
+        _synchronize(x.device)
+        seconds.append(time.perf_counter() - start)
+    _drop_gradients(block, x)
+    return seconds
+
+
+def _prepare(spec: Measurement) -> tuple[nn.Module, Tensor, Tensor]:
+    device = torch.device(spec.device)
+    torch.manual_seed(spec.seed)
+    block = build_block(spec.case, spec.variant, spec.width, group_size=spec.group_size, coarsest=spec.coarsest)
+    block = block.to(device).train()
+    # Same seed and same draw order for dense and MGIC, so both see the same input.
+    torch.manual_seed(spec.seed + 1)
+    shape = input_shape(spec.case, spec.width, nodes=spec.nodes, batch=spec.batch, size=spec.size)
+    x = torch.randn(shape, device=device)
+    if spec.case == "image" and spec.channels_last:
+        block = block.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    with torch.no_grad():
+        grad_output = torch.ones_like(block(x))
+    return block, x, grad_output
+
+
+def _summary(spec: Measurement, block: nn.Module, x: Tensor, seconds: list[float], peak_bytes: int, **extra) -> dict:
+    positions = x.numel() // spec.width
+    return {
+        "spec": spec,
+        "seconds": seconds,
+        "ms": 1e3 * statistics.median(seconds),
+        "peak_bytes": peak_bytes,
+        "params": sum(p.numel() for p in block.parameters()),
+        "macs": count_macs(block, positions),
+        "levels": len(block.widths) if isinstance(block, MGICBlock) else 1,
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU: one forked worker per measurement, memory from the peak RSS
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        resident_pages = int(handle.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False if refused, in
+    which case ``ru_maxrss`` may still hold an older, higher peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _return_freed_memory_to_os() -> bool:
+    """Serve every allocation >= 128 KiB by mmap, so a freed tensor leaves the RSS at once.
+    Setting the threshold explicitly also switches off glibc's adaptive threshold, which after the
+    first large free would keep tensors up to 32 MiB on the heap."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
+def _measure_cpu_in_this_process(spec: Measurement) -> dict:
+    malloc_pinned = _return_freed_memory_to_os()
+    torch.set_num_threads(spec.num_threads)
+    block, x, grad_output = _prepare(spec)
+    _timed_passes(block, x, grad_output, spec.warmup)
+    peak_reset = _reset_peak_rss()
+    baseline = _current_rss_bytes()
+    seconds = _timed_passes(block, x, grad_output, spec.repeats)
+    peak = max(0, _peak_rss_bytes() - baseline)
+    return _summary(spec, block, x, seconds, peak, peak_reset=peak_reset, malloc_pinned=malloc_pinned)
+
+
+def _worker_main(spec: Measurement, connection) -> None:
+    try:
+        connection.send(("ok", _measure_cpu_in_this_process(spec)))
+    except BaseException:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def _worker_context():
+    context = multiprocessing.get_context("forkserver")
+    # The forkserver imports torch once; every measurement forks from it (see module docstring).
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def _measure_cpu_isolated(spec: Measurement, context) -> dict:
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_worker_main, args=(spec, sender), name=f"bench-block {spec.describe()}")
+    process.start()
+    sender.close()
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(
+            f"the worker measuring {spec.describe()} died without a result (exit code {process.exitcode}; "
+            "killed for memory?)"
+        ) from None
+    finally:
+        receiver.close()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"the worker measuring {spec.describe()} failed:\n{payload}")
+    return payload
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA: in-process, memory from the caching allocator's statistics
+
+
+def _measure_cuda(spec: Measurement) -> dict:
+    device = torch.device(spec.device)
+    block, x, grad_output = _prepare(spec)
+    _timed_passes(block, x, grad_output, spec.warmup)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    baseline = torch.cuda.memory_allocated(device)
+    seconds = _timed_passes(block, x, grad_output, spec.repeats)
+    peak = max(0, torch.cuda.max_memory_allocated(device) - baseline)
+    result = _summary(spec, block, x, seconds, peak)
+    del block, x, grad_output
+    torch.cuda.empty_cache()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The Python API
+
+
+def _check_positive_int(option: str, value, *, allow_zero: bool = False) -> int:
+    lowest = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"`{option}` must be {kind} integer, got {value!r}")
+    return value
+
+
+def resolve_devices(device: str) -> list[str]:
+    """``auto`` means CPU, plus CUDA when it is available; ``cuda`` requires it."""
+    if device not in DEVICES:
+        raise ValueError(f"`--device` must be one of {DEVICES}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`--device cuda` was requested but CUDA is not available (torch.cuda.is_available() is False)")
+    if device == "auto":
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    return [device]
+
+
+def _validate(widths, cases, nodes, batch, size, group_size, coarsest, repeats, warmup, seed) -> tuple[list, list]:
+    widths = list(widths) if widths is not None else []
+    if not widths:
+        raise ValueError("`--widths` needs at least one width")
+    for width in widths:
+        _check_positive_int("--widths", width)
+    cases = list(cases) if cases is not None else []
+    if not cases or any(case not in CASES for case in cases):
+        raise ValueError(f"`--cases` must be a non-empty list drawn from {CASES}, got {cases!r}")
+    for option, value in (
+        ("--nodes", nodes),
+        ("--batch", batch),
+        ("--size", size),
+        ("--group-size", group_size),
+        ("--coarsest", coarsest),
+        ("--repeats", repeats),
+    ):
+        _check_positive_int(option, value)
+    _check_positive_int("--warmup", warmup, allow_zero=True)
+    _check_positive_int("--seed", seed, allow_zero=True)
+    return widths, cases
+
+
+def bench_block(
+    *,
+    widths: Sequence[int] = DEFAULT_WIDTHS,
+    cases: Sequence[str] = CASES,
+    nodes: int = 32_768,
+    batch: int = 32,
+    size: int = 32,
+    group_size: int = 8,
+    coarsest: int = 16,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: str = "auto",
+    channels_last: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Measure the dense and the MGIC block of every case at every width, on every device of
+    ``device`` (see :func:`resolve_devices`). Returns one row per (device, case, width), keyed by
+    :data:`COLUMNS`; times are medians in milliseconds, memory is the peak growth in MiB during
+    the timed forward+backward passes (the module docstring gives the method).
+
+    Raises:
+        ValueError: a bad option, named as on the command line (``--nodes``, ``--device``, ...).
+    """
+    widths, cases = _validate(widths, cases, nodes, batch, size, group_size, coarsest, repeats, warmup, seed)
+    devices = resolve_devices(device)
+    num_threads = torch.get_num_threads()
+    specs = [
+        Measurement(
+            device=dev, case=case, variant=variant, width=width, nodes=nodes, batch=batch, size=size,
+            group_size=group_size, coarsest=coarsest, warmup=warmup, repeats=repeats,
+            channels_last=channels_last, seed=seed, num_threads=num_threads,
+        )
+        for dev in devices
+        for case in cases
+        for width in widths
+        for variant in VARIANTS
+    ]
+    context = _worker_context() if "cpu" in devices else None
+    results = {}
+    with tqdm(total=len(specs), desc="bench block", unit="run", file=sys.stderr, disable=not progress) as bar:
+        for spec in specs:
+            bar.set_postfix_str(spec.describe())
+            if spec.device == "cpu":
+                results[spec] = _measure_cpu_isolated(spec, context)
+            else:
+                results[spec] = _measure_cuda(spec)
+            bar.update()
+    return [_row(results[dense], results[mgic]) for dense, mgic in zip(specs[0::2], specs[1::2])]
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else float("nan")
+
+
+def _row(dense: dict, mgic: dict) -> dict:
+    spec = dense["spec"]
+    dense_mib, mgic_mib = dense["peak_bytes"] / MIB, mgic["peak_bytes"] / MIB
+    return {
+        "device": spec.device,
+        "case": spec.case,
+        "c": spec.width,
+        "MGIC levels": mgic["levels"],
+        "dense ms": dense["ms"],
+        "MGIC ms": mgic["ms"],
+        "speed-up (dense/MGIC)": _ratio(dense["ms"], mgic["ms"]),
+        "dense peak MiB": dense_mib,
+        "MGIC peak MiB": mgic_mib,
+        "memory ratio (dense/MGIC)": _ratio(dense_mib, mgic_mib),
+        "dense params": dense["params"],
+        "MGIC params": mgic["params"],
+        "dense GMAC": dense["macs"] / 1e9,
+        "MGIC GMAC": mgic["macs"] / 1e9,
+        "MAC ratio (dense/MGIC)": _ratio(dense["macs"], mgic["macs"]),
+    }
+
+
+def machine_description(devices: Sequence[str]) -> str:
+    """CPU model, cores, torch threads, torch version and the measured devices, in one line."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    text = f"{cpu}, {cores} cores, torch threads {torch.get_num_threads()}, torch {torch.__version__}"
+    shown = [f"cuda ({torch.cuda.get_device_name()})" if dev == "cuda" else dev for dev in devices]
+    return f"{text}, device {' + '.join(shown)}"
+
+
+def notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, nodes: int, batch: int, size: int,
+          channels_last: bool, devices: Sequence[str]) -> list[str]:
+    lines = [
+        f"graph: node features [{nodes}, c], dense = ChannelMixNormAct(c, 1) (1x1 mix + BN + ReLU); "
+        f"image: [{batch}, c, {size}, {size}]{' channels_last' if channels_last else ''}, "
+        "dense = ConvNormAct(c, 1) (3x3 conv + BN + ReLU). "
+        f"MGIC = MGICBlock(c, level block, group_size={group_size}, coarsest={coarsest}), paper level rule; "
+        "`MGIC levels` counts widths c, c/2, ..., coarsest.",
+        f"time: median of {repeats} forward+backward passes after {warmup} warm-up pass(es), train mode, "
+        "input requires grad, backward with a ones gradient; ratios > 1 favour MGIC.",
+    ]
+    if "cpu" in devices:
+        lines.append(
+            "CPU peak memory: each (case, c, variant) runs in a fresh process forked from a forkserver that only "
+            "imported torch; after the warm-up the peak-RSS mark is reset (/proc/self/clear_refs), and the figure "
+            "is ru_maxrss after the timed passes minus the RSS (/proc/self/statm) before them, with glibc's mmap "
+            "threshold pinned at 128 KiB so freed tensors leave the RSS: activations, gradients and temporaries."
+        )
+    if "cuda" in devices:
+        lines.append(
+            "CUDA peak memory: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus "
+            "memory_allocated before the timed passes; times with torch.cuda.synchronize around each pass."
+        )
+    lines.append("GMAC: forward multiply-accumulates, counted as positions x conv/1x1-map weights (BN, ReLU, adds ignored).")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS), metavar="C",
+                        help="block widths c (default: %(default)s)")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), metavar="CASE",
+                        help=f"cases to run, from {CASES} (default: both)")
+    parser.add_argument("--nodes", type=int, default=32_768, help="graph nodes N (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=32, help="image batch size (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=32, help="image height = width (default: %(default)s)")
+    parser.add_argument("--group-size", type=int, default=8, help="MGIC s_g (default: %(default)s)")
+    parser.add_argument("--coarsest", type=int, default=16, help="MGIC s_c (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes, median reported (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes first (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when available), cpu or cuda")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last images and weights")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--out", default="outputs/bench", help="writes block.md and block.csv here (default: %(default)s)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    devices = resolve_devices(args.device)
+    options = dict(
+        nodes=args.nodes, batch=args.batch, size=args.size, group_size=args.group_size,
+        coarsest=args.coarsest, channels_last=args.channels_last,
+    )
+    _validate(args.widths, args.cases, args.nodes, args.batch, args.size, args.group_size, args.coarsest,
+              args.repeats, args.warmup, args.seed)
+    out = prepare_output_dir(args.out)  # fail on a bad --out before minutes of measuring
+    started = time.perf_counter()
+    rows = bench_block(
+        widths=args.widths, cases=args.cases, repeats=args.repeats, warmup=args.warmup, device=args.device,
+        seed=args.seed, progress=args.progress, **options,
+    )
+    machine = machine_description(devices)
+    table_notes = [f"machine: {machine}"] + notes(warmup=args.warmup, repeats=args.repeats, devices=devices, **options)
+    table_notes.append(f"wall time of the whole run: {time.perf_counter() - started:.1f} s")
+    md_path, csv_path, text = write_table(
+        rows, out, "block", title="Dense block vs MGIC block: forward+backward time and peak memory",
+        notes=table_notes, columns=COLUMNS,
+    )
+    print(f"machine: {machine}")
+    print(text)
+    print(f"wrote {md_path} and {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Through the package CLI, so the worker processes unpickle this module by its package name
+    # (not as __main__) and bad options get the CLI's error message.
+    from mgic_geo.cli import main
+
+    sys.exit(main(["bench", "block", *sys.argv[1:]]))

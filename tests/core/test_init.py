@@ -1,0 +1,37 @@
+import torch
+from torch import nn
+
+from mgic_geo import MGICBlock, init_weights
+from mgic_geo.layers import ChannelMixNormAct, ConvNormAct
+
+
+def test_init_weights_leaves_the_transfer_operators_alone():
+    block = MGICBlock(64, lambda w, g: ConvNormAct(w, g), group_size=8, coarsest=8)
+    before = [op.weight.clone() for op in [*block.restrictions, *block.prolongations]]
+    conv_before = block.blocks[0][0].weight.clone()
+    init_weights(block)
+    after = [op.weight for op in [*block.restrictions, *block.prolongations]]
+    for old, new in zip(before, after):
+        torch.testing.assert_close(old, new)
+    assert not torch.equal(conv_before, block.blocks[0][0].weight)  # the rest was re-initialised
+
+
+def test_constant_still_restricts_and_prolongs_to_itself_after_init_weights():
+    block = init_weights(MGICBlock(128, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16))
+    x = torch.full((3, 128), -1.5)
+    for restrict in block.restrictions:
+        x = restrict(x)
+    torch.testing.assert_close(x, torch.full((3, 16), -1.5))
+    for prolong in reversed(block.prolongations):
+        x = prolong(x)
+    torch.testing.assert_close(x, torch.full((3, 128), -1.5))
+
+
+def test_init_weights_sets_batch_norm_and_biases():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    with torch.no_grad():
+        model[1].weight.fill_(3.0)
+        model[0].bias.fill_(1.0)
+    init_weights(model)
+    assert torch.equal(model[1].weight, torch.ones(4))
+    assert torch.equal(model[0].bias, torch.zeros(4))
