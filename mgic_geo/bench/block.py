@@ -19,27 +19,28 @@ Timing
     Gradients are dropped (``set_to_none``) between passes, outside the timed region.
 
 Peak memory on CPU
-    Every (case, c, variant) is measured in a fresh process forked from a ``multiprocessing``
+    Every (case, c, variant) is measured in fresh processes forked from a ``multiprocessing``
     forkserver that has imported torch once (a spawned interpreter pays about 4 s of torch import
     per measurement here; a fork of a process that never ran a torch op is as fresh: its heap holds
-    no tensors and no allocator cache from other measurements). In that process the module, the
-    input and the output gradient are allocated and the warm-up passes run (they page in kernel
-    code and start the thread pool); then the kernel's peak-RSS mark is reset
-    (``/proc/self/clear_refs``), the current RSS is read from ``/proc/self/statm``, the timed
-    passes run, and the reported figure is ``ru_maxrss`` (``getrusage(RUSAGE_SELF)``) minus that
+    no tensors and no allocator cache from other measurements). One process times the passes with
+    glibc's default allocator settings. Another measures memory: it first pins glibc's mmap
+    threshold at 128 KiB (``mallopt``), so every tensor is its own mapping and leaves the RSS when
+    freed (the default adaptive threshold recycles tensors up to 32 MiB inside the heap, invisible
+    to the RSS); allocates the module, the input and the output gradient; runs one warm-up pass
+    (pages in kernel code, starts the thread pool); resets the kernel's peak-RSS mark
+    (``/proc/self/clear_refs``); reads the current RSS from ``/proc/self/statm``; runs one
+    forward+backward pass; and reports ``ru_maxrss`` (``getrusage(RUSAGE_SELF)``) minus that
     baseline: activations saved for backward, parameter and input gradients, and temporaries.
-    glibc's mmap threshold is pinned at 128 KiB (``mallopt``) in the worker so freed tensors go
-    back to the OS instead of sitting in the heap, where they would make RSS lag behind the live
-    memory.
+    (Pinned mappings page-fault afresh on every allocation, which is why the timing runs apart.)
+    Tensors under 128 KiB still come from the heap and may not show: tiny runs can read 0 MiB.
 
 Peak memory on CUDA
     ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
     ``memory_allocated`` at the same point (after the warm-up passes); measured in-process.
 
-MACs (forward, multiply-accumulates) are counted analytically: every level block and transfer
-operator preserves the spatial size, so a block's MACs are (positions) x (weights of its
-convolutions and 1x1 channel maps); BatchNorm, ReLU and additions are ignored. This gives
-``N c^2`` for the dense 1x1 mix and ``B H W 9 c^2`` for the dense 3x3 convolution.
+MACs (forward multiply-accumulates, the paper's convention: BatchNorm, ReLU and additions are
+ignored) come from :func:`mgic_geo.complexity.profile`: ``N c^2`` for the dense 1x1 mix and
+``B H W 9 c^2`` for the dense 3x3 convolution.
 """
 from __future__ import annotations
 
@@ -53,16 +54,16 @@ import statistics
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mgic_geo.complexity import count_parameters, profile
 from mgic_geo.core.block import MGICBlock
-from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.experiments.report import prepare_output_dir, write_table
 from mgic_geo.layers.conv_norm_act import ChannelMixNormAct, ConvNormAct
 
@@ -130,11 +131,13 @@ def input_shape(case: str, width: int, *, nodes: int, batch: int, size: int) -> 
     return (nodes, width) if case == "graph" else (batch, width, size, size)
 
 
-def count_macs(module: nn.Module, positions: int) -> int:
-    """Forward MACs of a block whose convolutions and channel maps all preserve the spatial size:
-    each weight is applied once per position (node or pixel)."""
-    weights = sum(m.weight.numel() for m in module.modules() if isinstance(m, (nn.Conv2d, GroupedChannelMap)))
-    return positions * weights
+def count_macs(spec: "Measurement") -> int:
+    """Forward MACs of the measured block, from :func:`mgic_geo.complexity.profile` on a copy built
+    on the ``meta`` device (shapes only: nothing is computed)."""
+    with torch.device("meta"):
+        block = build_block(spec.case, spec.variant, spec.width, group_size=spec.group_size, coarsest=spec.coarsest)
+        x = torch.empty(input_shape(spec.case, spec.width, nodes=spec.nodes, batch=spec.batch, size=spec.size))
+    return profile(block, x).macs
 
 
 def _synchronize(device: torch.device) -> None:
@@ -170,31 +173,29 @@ def _prepare(spec: Measurement) -> tuple[nn.Module, Tensor, Tensor]:
     torch.manual_seed(spec.seed)
     block = build_block(spec.case, spec.variant, spec.width, group_size=spec.group_size, coarsest=spec.coarsest)
     block = block.to(device).train()
-    # Same seed and same draw order for dense and MGIC, so both see the same input.
+    # Reseed so the input does not depend on how many numbers the block's init drew: dense and
+    # MGIC see the same input.
     torch.manual_seed(spec.seed + 1)
     shape = input_shape(spec.case, spec.width, nodes=spec.nodes, batch=spec.batch, size=spec.size)
     x = torch.randn(shape, device=device)
     if spec.case == "image" and spec.channels_last:
         block = block.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    grad_output = torch.ones_like(x)  # both blocks preserve the shape (and the memory format)
     x.requires_grad_(True)
-    with torch.no_grad():
-        grad_output = torch.ones_like(block(x))
     return block, x, grad_output
 
 
-def _summary(spec: Measurement, block: nn.Module, x: Tensor, seconds: list[float], peak_bytes: int, **extra) -> dict:
-    positions = x.numel() // spec.width
+def _describe_block(spec: Measurement, block: nn.Module, x: Tensor) -> dict:
     return {
-        "spec": spec,
-        "seconds": seconds,
-        "ms": 1e3 * statistics.median(seconds),
-        "peak_bytes": peak_bytes,
-        "params": sum(p.numel() for p in block.parameters()),
-        "macs": count_macs(block, positions),
+        "params": count_parameters(block),
+        "macs": count_macs(spec),
         "levels": len(block.widths) if isinstance(block, MGICBlock) else 1,
-        **extra,
     }
+
+
+def _timing(seconds: list[float]) -> dict:
+    return {"seconds": seconds, "ms": 1e3 * statistics.median(seconds)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def _reset_peak_rss() -> bool:
 def _return_freed_memory_to_os() -> bool:
     """Serve every allocation >= 128 KiB by mmap, so a freed tensor leaves the RSS at once.
     Setting the threshold explicitly also switches off glibc's adaptive threshold, which after the
-    first large free would keep tensors up to 32 MiB on the heap."""
+    first large free would recycle tensors up to 32 MiB inside the heap."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
@@ -234,21 +235,39 @@ def _return_freed_memory_to_os() -> bool:
         return False
 
 
-def _measure_cpu_in_this_process(spec: Measurement) -> dict:
-    malloc_pinned = _return_freed_memory_to_os()
+def _time_cpu(spec: Measurement) -> dict:
+    """Warm-up and timed passes with glibc's default allocator settings (a normal training run)."""
     torch.set_num_threads(spec.num_threads)
     block, x, grad_output = _prepare(spec)
     _timed_passes(block, x, grad_output, spec.warmup)
+    seconds = _timed_passes(block, x, grad_output, spec.repeats)
+    return {**_timing(seconds), **_describe_block(spec, block, x)}
+
+
+def _peak_memory_cpu(spec: Measurement) -> dict:
+    """Peak RSS growth of one forward+backward pass, with an RSS-faithful allocator.
+
+    A process of its own: once the mmap threshold is pinned, every mid-size tensor page-faults
+    afresh, which would slow the block with more, smaller tensors (MGIC) in a timed run; and a
+    process that has already run with the default settings keeps freed chunks in the heap, where
+    their reuse inflates or hides RSS."""
+    malloc_pinned = _return_freed_memory_to_os()
+    torch.set_num_threads(spec.num_threads)
+    block, x, grad_output = _prepare(spec)
+    _timed_passes(block, x, grad_output, 1)  # pages in kernel code, starts the thread pool
     peak_reset = _reset_peak_rss()
     baseline = _current_rss_bytes()
-    seconds = _timed_passes(block, x, grad_output, spec.repeats)
+    _timed_passes(block, x, grad_output, 1)
     peak = max(0, _peak_rss_bytes() - baseline)
-    return _summary(spec, block, x, seconds, peak, peak_reset=peak_reset, malloc_pinned=malloc_pinned)
+    return {"peak_bytes": peak, "peak_reset": peak_reset, "malloc_pinned": malloc_pinned}
 
 
-def _worker_main(spec: Measurement, connection) -> None:
+WORKER_TASKS = {"time": _time_cpu, "memory": _peak_memory_cpu}
+
+
+def _worker_main(task: str, spec: Measurement, connection) -> None:
     try:
-        connection.send(("ok", _measure_cpu_in_this_process(spec)))
+        connection.send(("ok", WORKER_TASKS[task](spec)))
     except BaseException:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
         connection.send(("error", traceback.format_exc()))
     finally:
@@ -258,13 +277,16 @@ def _worker_main(spec: Measurement, connection) -> None:
 def _worker_context():
     context = multiprocessing.get_context("forkserver")
     # The forkserver imports torch once; every measurement forks from it (see module docstring).
-    context.set_forkserver_preload([__name__])
+    # The first backward pass lazily imports sympy through symbolic_shapes (0.7 s here); import it
+    # in the forkserver too, or every worker pays it (pure Python: safe to fork).
+    context.set_forkserver_preload([__name__, "torch.fx.experimental.symbolic_shapes"])
     return context
 
 
-def _measure_cpu_isolated(spec: Measurement, context) -> dict:
+def _in_fresh_process(task: str, spec: Measurement, context) -> dict:
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_worker_main, args=(spec, sender), name=f"bench-block {spec.describe()}")
+    what = f"{task} of {spec.describe()}"
+    process = context.Process(target=_worker_main, args=(task, spec, sender), name=f"bench-block {what}")
     process.start()
     sender.close()
     try:
@@ -272,15 +294,19 @@ def _measure_cpu_isolated(spec: Measurement, context) -> dict:
     except EOFError:
         process.join()
         raise RuntimeError(
-            f"the worker measuring {spec.describe()} died without a result (exit code {process.exitcode}; "
+            f"the worker measuring the {what} died without a result (exit code {process.exitcode}; "
             "killed for memory?)"
         ) from None
     finally:
         receiver.close()
     process.join()
     if status != "ok":
-        raise RuntimeError(f"the worker measuring {spec.describe()} failed:\n{payload}")
+        raise RuntimeError(f"the worker measuring the {what} failed:\n{payload}")
     return payload
+
+
+def _measure_cpu(spec: Measurement, context) -> dict:
+    return {**_in_fresh_process("time", spec, context), **_in_fresh_process("memory", spec, context)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,7 +322,7 @@ def _measure_cuda(spec: Measurement) -> dict:
     baseline = torch.cuda.memory_allocated(device)
     seconds = _timed_passes(block, x, grad_output, spec.repeats)
     peak = max(0, torch.cuda.max_memory_allocated(device) - baseline)
-    result = _summary(spec, block, x, seconds, peak)
+    result = {**_timing(seconds), **_describe_block(spec, block, x), "peak_bytes": peak}
     del block, x, grad_output
     torch.cuda.empty_cache()
     return result
@@ -367,7 +393,7 @@ def bench_block(
     """Measure the dense and the MGIC block of every case at every width, on every device of
     ``device`` (see :func:`resolve_devices`). Returns one row per (device, case, width), keyed by
     :data:`COLUMNS`; times are medians in milliseconds, memory is the peak growth in MiB during
-    the timed forward+backward passes (the module docstring gives the method).
+    one forward+backward pass (the module docstring gives the method).
 
     Raises:
         ValueError: a bad option, named as on the command line (``--nodes``, ``--device``, ...).
@@ -392,19 +418,27 @@ def bench_block(
         for spec in specs:
             bar.set_postfix_str(spec.describe())
             if spec.device == "cpu":
-                results[spec] = _measure_cpu_isolated(spec, context)
+                results[spec] = _measure_cpu(spec, context)
             else:
                 results[spec] = _measure_cuda(spec)
             bar.update()
-    return [_row(results[dense], results[mgic]) for dense, mgic in zip(specs[0::2], specs[1::2])]
+    unpinned = [spec.describe() for spec, result in results.items() if not result.get("peak_reset", True)]
+    unpinned += [spec.describe() for spec, result in results.items() if not result.get("malloc_pinned", True)]
+    if unpinned:
+        warnings.warn(
+            "could not reset the peak-RSS mark or pin glibc's mmap threshold for "
+            f"{', '.join(sorted(set(unpinned)))}; their CPU peak memory may be off (see the module docstring)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return [_row(dense, results[dense], results[mgic]) for dense, mgic in zip(specs[0::2], specs[1::2])]
 
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
-def _row(dense: dict, mgic: dict) -> dict:
-    spec = dense["spec"]
+def _row(spec: Measurement, dense: dict, mgic: dict) -> dict:
     dense_mib, mgic_mib = dense["peak_bytes"] / MIB, mgic["peak_bytes"] / MIB
     return {
         "device": spec.device,
@@ -438,13 +472,20 @@ def machine_description(devices: Sequence[str]) -> str:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    text = f"{cpu}, {cores} cores, torch threads {torch.get_num_threads()}, torch {torch.__version__}"
+    # Other jobs on a small machine distort both the times and the ratios (an op whose threads wait
+    # for a busy core pays a scheduler slice, and MGIC runs more, smaller ops), so record the load.
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    text = (
+        f"{cpu}, {cores} cores, torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
+        f"1-min load average at start {load:.2f}"
+    )
     shown = [f"cuda ({torch.cuda.get_device_name()})" if dev == "cuda" else dev for dev in devices]
     return f"{text}, device {' + '.join(shown)}"
 
 
-def notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, nodes: int, batch: int, size: int,
-          channels_last: bool, devices: Sequence[str]) -> list[str]:
+def method_notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, nodes: int, batch: int,
+                 size: int, channels_last: bool, devices: Sequence[str]) -> list[str]:
+    """The printed and saved notes: what was measured and how."""
     lines = [
         f"graph: node features [{nodes}, c], dense = ChannelMixNormAct(c, 1) (1x1 mix + BN + ReLU); "
         f"image: [{batch}, c, {size}, {size}]{' channels_last' if channels_last else ''}, "
@@ -456,17 +497,20 @@ def notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, nodes: i
     ]
     if "cpu" in devices:
         lines.append(
-            "CPU peak memory: each (case, c, variant) runs in a fresh process forked from a forkserver that only "
-            "imported torch; after the warm-up the peak-RSS mark is reset (/proc/self/clear_refs), and the figure "
-            "is ru_maxrss after the timed passes minus the RSS (/proc/self/statm) before them, with glibc's mmap "
-            "threshold pinned at 128 KiB so freed tensors leave the RSS: activations, gradients and temporaries."
+            "CPU peak memory: each (case, c, variant) is timed in one fresh process and measured for memory in "
+            "another, both forked from a forkserver that only imported torch. The memory process pins glibc's mmap "
+            "threshold at 128 KiB so the RSS follows the live tensors, runs a warm-up pass, resets the peak-RSS "
+            "mark (/proc/self/clear_refs), and reports ru_maxrss after one forward+backward pass minus the RSS "
+            "(/proc/self/statm) before it: activations, gradients and temporaries."
         )
     if "cuda" in devices:
         lines.append(
             "CUDA peak memory: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus "
             "memory_allocated before the timed passes; times with torch.cuda.synchronize around each pass."
         )
-    lines.append("GMAC: forward multiply-accumulates, counted as positions x conv/1x1-map weights (BN, ReLU, adds ignored).")
+    lines.append(
+        "GMAC: forward multiply-accumulates from `mgic_geo.complexity.profile` (conv and channel maps; BN, ReLU, adds ignored)."
+    )
     return lines
 
 
@@ -489,7 +533,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when available), cpu or cuda")
     parser.add_argument("--channels-last", action="store_true", help="channels_last images and weights")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--out", default="outputs/bench", help="writes block.md and block.csv here (default: %(default)s)")
+    parser.add_argument("--out", default="outputs/bench",
+                        help="writes block.md and block.csv here (default: %(default)s)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
 
 
@@ -502,13 +547,14 @@ def run(args: argparse.Namespace) -> int:
     _validate(args.widths, args.cases, args.nodes, args.batch, args.size, args.group_size, args.coarsest,
               args.repeats, args.warmup, args.seed)
     out = prepare_output_dir(args.out)  # fail on a bad --out before minutes of measuring
+    machine = machine_description(devices)
     started = time.perf_counter()
     rows = bench_block(
         widths=args.widths, cases=args.cases, repeats=args.repeats, warmup=args.warmup, device=args.device,
         seed=args.seed, progress=args.progress, **options,
     )
-    machine = machine_description(devices)
-    table_notes = [f"machine: {machine}"] + notes(warmup=args.warmup, repeats=args.repeats, devices=devices, **options)
+    table_notes = [f"machine: {machine}"]
+    table_notes += method_notes(warmup=args.warmup, repeats=args.repeats, devices=devices, **options)
     table_notes.append(f"wall time of the whole run: {time.perf_counter() - started:.1f} s")
     md_path, csv_path, text = write_table(
         rows, out, "block", title="Dense block vs MGIC block: forward+backward time and peak memory",
@@ -519,10 +565,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {md_path} and {csv_path}")
     return 0
 
-
-if __name__ == "__main__":
-    # Through the package CLI, so the worker processes unpickle this module by its package name
-    # (not as __main__) and bad options get the CLI's error message.
-    from mgic_geo.cli import main
-
-    sys.exit(main(["bench", "block", *sys.argv[1:]]))
