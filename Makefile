@@ -45,7 +45,7 @@ $(VENV)/.torch: | $(PY)
 		echo "mgic_geo: no torch found, installing $(TORCH_SPEC)"; \
 		$(PIP) install $(TORCH_SPEC); \
 	fi
-	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $@
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch | system-deps
 	$(PIP) install -c $(VENV)/.torch -e .
