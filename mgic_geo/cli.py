@@ -26,7 +26,10 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mgic_geo import __version__
+
     parser = argparse.ArgumentParser(prog="mgic-geo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="{experiment,bench}")
     subparsers = {}
     for (group, name), (module_name, help_text) in COMMANDS.items():

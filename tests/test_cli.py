@@ -27,3 +27,13 @@ def test_console_script_runs_an_experiment(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "scaling.md").exists()
+
+
+def test_version(capsys):
+    from mgic_geo import __version__
+
+    try:
+        main(["--version"])
+    except SystemExit as exit:
+        assert exit.code == 0
+    assert capsys.readouterr().out.strip() == f"mgic-geo {__version__}"
