@@ -147,3 +147,12 @@ def test_a_block_that_changes_the_width_at_run_time_is_caught():
     block = MGICBlock(64, lambda w, g: Halve(), group_size=8, coarsest=16)
     with pytest.raises(ValueError, match=r"`block`\(16, 1\) returned 8 channels from 16"):
         block(torch.randn(3, 64))
+
+
+@pytest.mark.parametrize("shape, level_block", [((32, 64), ChannelMixNormAct), ((2, 64, 6, 6), ConvNormAct)])
+def test_traces_into_one_graph_without_breaks(shape, level_block):
+    import torch._dynamo
+
+    block = MGICBlock(64, lambda w, g: level_block(w, g), group_size=8, coarsest=16)
+    explanation = torch._dynamo.explain(block)(torch.randn(shape))
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
