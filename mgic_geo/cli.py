@@ -18,6 +18,10 @@ COMMANDS = {
         "mgic_geo.experiments.scaling",
         "Sec. 4.4 / Eq. 8: params and MACs of a dense 3x3 block vs its MGIC block",
     ),
+    ("bench", "grouped"): (
+        "mgic_geo.bench.grouped",
+        "forward+backward time of the formulations of a grouped 1x1 channel map",
+    ),
     ("bench", "block"): (
         "mgic_geo.bench.block",
         "forward+backward time and peak memory, dense block vs MGIC block",

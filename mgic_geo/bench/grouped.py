@@ -1,0 +1,123 @@
+"""Forward+backward time of the formulations of a grouped 1x1 channel map (``mgic-geo bench grouped``).
+
+The measurements behind the choices in :mod:`mgic_geo.core.grouped`, side by side in one run: for
+node features ``[N, C]`` (channel-last) and for NCHW images (channel-major), the formulation the
+core uses against the obvious alternatives. Every formulation computes the same map (checked
+before timing); times are the median of ``--repeats`` forward+backward passes after one warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mgic_geo.bench.block import machine_description
+from mgic_geo.core.grouped import grouped_channel_map
+from mgic_geo.experiments.report import prepare_output_dir, write_table
+
+
+def _per_group_einsum(x: Tensor, weight: Tensor) -> Tensor:
+    groups, _, in_per_group = weight.shape
+    return torch.einsum("ngi,goi->ngo", x.reshape(x.shape[0], groups, in_per_group), weight).flatten(1)
+
+
+def _grouped_conv1d(x: Tensor, weight: Tensor) -> Tensor:
+    return F.conv1d(x.unsqueeze(-1), weight.flatten(0, 1).unsqueeze(-1), groups=weight.shape[0]).squeeze(-1)
+
+
+def _grouped_conv2d(x: Tensor, weight: Tensor) -> Tensor:
+    return F.conv2d(x, weight.flatten(0, 1)[..., None, None], groups=weight.shape[0])
+
+
+def _grouped_conv2d_channels_last(x: Tensor, weight: Tensor) -> Tensor:
+    return _grouped_conv2d(x.contiguous(memory_format=torch.channels_last), weight)
+
+
+FORMULATIONS = {
+    "nodes [N, C]": {
+        "core: block-diagonal super-groups, one batched GEMM": grouped_channel_map,
+        "einsum per group": _per_group_einsum,
+        "conv1d(groups=g)": _grouped_conv1d,
+    },
+    "images [B, C, H, W]": {
+        "core: broadcast matmul over groups": grouped_channel_map,
+        "conv2d(groups=g)": _grouped_conv2d,
+        "conv2d(groups=g), channels_last": _grouped_conv2d_channels_last,
+    },
+}
+
+
+def _time(function, x: Tensor, weight: Tensor, repeats: int) -> float:
+    x, weight = x.detach().requires_grad_(), weight.detach().requires_grad_()
+    seconds = []
+    for _ in range(repeats + 1):  # the first pass warms up
+        x.grad = weight.grad = None
+        start = time.perf_counter()
+        out = function(x, weight)
+        out.backward(torch.ones_like(out))
+        seconds.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(seconds[1:])
+
+
+def bench_grouped(
+    *, channels: int = 1024, in_per_group: int = 8, out_per_group: int = 4, nodes: int = 32_768,
+    batch: int = 32, size: int = 32, repeats: int = 3, seed: int = 0,
+) -> list[dict]:
+    """One row per (layout, formulation): fwd+bwd milliseconds and the ratio to the core's."""
+    for option, value in (("--channels", channels), ("--in-per-group", in_per_group), ("--out-per-group", out_per_group),
+                          ("--nodes", nodes), ("--batch", batch), ("--size", size), ("--repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`{option}` must be a positive integer, got {value!r}")
+    if channels % in_per_group:
+        raise ValueError(f"`--in-per-group` {in_per_group} must divide `--channels` {channels}")
+    generator = torch.Generator().manual_seed(seed)
+    groups = channels // in_per_group
+    weight = torch.randn(groups, out_per_group, in_per_group, generator=generator)
+    inputs = {
+        "nodes [N, C]": torch.randn(nodes, channels, generator=generator),
+        "images [B, C, H, W]": torch.randn(batch, channels, size, size, generator=generator),
+    }
+    rows = []
+    for layout, formulations in FORMULATIONS.items():
+        x = inputs[layout]
+        expected = grouped_channel_map(x, weight)
+        timed = {}
+        for name, function in formulations.items():
+            torch.testing.assert_close(function(x, weight), expected, rtol=1e-4, atol=1e-4)
+            timed[name] = _time(function, x, weight, repeats)
+        core = next(iter(timed.values()))
+        rows += [{"layout": layout, "formulation": name, "fwd+bwd ms": ms, "time / core's": ms / core}
+                 for name, ms in timed.items()]
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--channels", type=int, default=1024, help="input channels C (default: %(default)s)")
+    parser.add_argument("--in-per-group", type=int, default=8, help="input channels per group (default: %(default)s)")
+    parser.add_argument("--out-per-group", type=int, default=4,
+                        help="output channels per group; 4 from 8 is a restriction (default: %(default)s)")
+    parser.add_argument("--nodes", type=int, default=32_768, help="rows N of the node features (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=32, help="image batch (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=32, help="image height = width (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes, median reported (default: %(default)s)")
+    parser.add_argument("--out", default="outputs/bench", help="writes grouped.md and grouped.csv here")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = prepare_output_dir(args.out)
+    rows = bench_grouped(channels=args.channels, in_per_group=args.in_per_group, out_per_group=args.out_per_group,
+                         nodes=args.nodes, batch=args.batch, size=args.size, repeats=args.repeats)
+    machine = machine_description(["cpu"])
+    notes = [
+        f"machine: {machine}",
+        f"map: {args.channels} -> {args.channels // args.in_per_group * args.out_per_group} channels in groups of "
+        f"{args.in_per_group} -> {args.out_per_group}; nodes [{args.nodes}, C], images [{args.batch}, C, {args.size}, "
+        f"{args.size}]; median of {args.repeats} forward+backward passes after one warm-up.",
+    ]
+    _, _, text = write_table(rows, out, "grouped", title="Grouped 1x1 channel map: formulations side by side", notes=notes)
+    print(text)
+    return 0
