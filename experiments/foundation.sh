@@ -5,4 +5,5 @@ out=${1:-outputs}
 mgic=${MGIC_GEO:-mgic-geo}
 $mgic experiment reconstruction --out "$out/reconstruction"
 $mgic experiment scaling --out "$out/scaling"
+$mgic bench grouped --out "$out/bench"
 $mgic bench block --out "$out/bench"

@@ -1,18 +1,19 @@
 """Grouped 1x1 channel maps on channel dimension 1, for any tensor rank.
 
 One primitive serves the transfer operators ``R_j``/``P_j`` and the grouped 1x1 level blocks of
-node-feature networks. Which formulation is fastest depends on the memory layout, measured on a
-2-core CPU at 1024 channels, groups of 8 -> 4, forward + backward (``benchmarks`` in the README):
+node-feature networks. Which formulation is fastest depends on the memory layout. Forward +
+backward of a 1024 -> 512 map in groups of 8 -> 4 on the 2-core development CPU
+(``mgic-geo bench grouped``, the table is in the README):
 
 * channel-major (``[B, C, *S]`` contiguous, e.g. NCHW images): each group is a small matrix
-  applied to a contiguous ``[a, S]`` slab, one broadcast ``matmul`` (0.19 s vs 0.36 s for
-  ``conv2d(groups=g)``, batch 32 x 32 x 32).
-* channel-last (``[N, C]`` node features, channels_last images): tiny per-group GEMMs (K = 8) are
-  very slow here (1.8 s with ``einsum``, 4.2 s with ``conv1d``, as slow as the dense layer), so
-  neighbouring groups are packed into block-diagonal super-groups of about
-  ``SUPERGROUP_CHANNELS`` input channels and applied as one batched GEMM (0.42 s, N = 32,768).
-  The zero blocks are built from the compact weight on every call, so gradients reach only the
-  real entries.
+  applied to a contiguous ``[a, S]`` slab, so one broadcast ``matmul`` does it (150 ms against
+  322 ms for ``conv2d(groups=g)``, batch 32 x 32 x 32).
+* channel-last (``[N, C]`` node features, channels_last images): per-group GEMMs with an inner
+  dimension of 8 are slow here (902 ms with ``einsum``, 3.2 s with ``conv1d``), so neighbouring
+  groups are packed into block-diagonal super-groups of about ``SUPERGROUP_CHANNELS`` input
+  channels and applied as one batched GEMM (381 ms, N = 32,768) -- it multiplies the zero blocks
+  too, but long inner products pay for that. The zero blocks are built from the compact weight on
+  every call, so gradients reach only the real entries.
 """
 from __future__ import annotations
 
