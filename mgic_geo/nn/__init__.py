@@ -1,0 +1,4 @@
+"""Graph layers and utilities in PyG conventions."""
+from mgic_geo.nn.knn import knn_graph
+
+__all__ = ["knn_graph"]

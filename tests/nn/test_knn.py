@@ -1,0 +1,112 @@
+import pytest
+import torch
+
+from mgic_geo.nn import knn
+from mgic_geo.nn.knn import knn_graph
+
+
+def brute_force_distances(x, batch, k, loop):
+    """Per target, the sorted distances to its k nearest points of the same cloud."""
+    distances = torch.cdist(x.double(), x.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    distances[batch[:, None] != batch[None, :]] = float("inf")
+    if not loop:
+        distances.fill_diagonal_(float("inf"))
+    result = []
+    for row in distances:
+        finite = row[torch.isfinite(row)]
+        result.append(finite.sort().values[:k])
+    return result
+
+
+def found_distances(x, edge_index):
+    source, target = edge_index
+    distances = (x.double()[source] - x.double()[target]).norm(dim=1)
+    return [distances[target == i].sort().values for i in range(x.shape[0])]
+
+
+@pytest.mark.parametrize("dim", [3, 64])
+@pytest.mark.parametrize("loop", [False, True])
+def test_equals_brute_force_per_cloud(dim, loop):
+    sizes = [50, 50, 7, 120, 3, 1, 50]
+    x = torch.randn(sum(sizes), dim)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    edge_index = knn_graph(x, 10, batch, loop=loop, backend="torch")
+    source, target = edge_index
+    assert (batch[source] == batch[target]).all()  # never an index from another cloud
+    if not loop:
+        assert (source != target).all()
+    for found, expected in zip(found_distances(x, edge_index), brute_force_distances(x, batch, 10, loop)):
+        torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_small_clouds_get_all_their_other_points():
+    x = torch.randn(6, 3)
+    batch = torch.tensor([0, 0, 0, 1, 1, 2])
+    edges = set(map(tuple, knn_graph(x, 10, batch, backend="torch").T.tolist()))
+    assert edges == {(1, 0), (2, 0), (0, 1), (2, 1), (0, 2), (1, 2), (4, 3), (3, 4)}
+    with_loops = knn_graph(x, 10, batch, loop=True, backend="torch")
+    assert with_loops.shape[1] == 3 * 3 + 2 * 2 + 1
+
+
+def test_layout_is_source_to_target_grouped_by_target_nearest_first():
+    pos = torch.tensor([[0.0, 0, 0], [1, 0, 0], [3, 0, 0], [10, 0, 0]])
+    assert knn_graph(pos, 2).tolist() == [[1, 2, 0, 2, 1, 0, 2, 1], [0, 0, 1, 1, 2, 2, 3, 3]]
+    assert knn_graph(pos, 1, flow="target_to_source").tolist() == [[0, 1, 2, 3], [1, 0, 1, 2]]
+
+
+def test_chunking_keeps_results_and_bounds_the_buffer(monkeypatch):
+    x = torch.randn(300, 3)
+    expected = knn_graph(x, 5, backend="torch")
+    monkeypatch.setattr(knn, "MAX_DISTANCE_ELEMENTS", 1000)  # 3 query rows per chunk
+    seen = []
+    original = torch.topk
+
+    def recording_topk(scores, *args, **kwargs):
+        seen.append(scores.numel())
+        return original(scores, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "topk", recording_topk)
+    assert torch.equal(knn_graph(x, 5, backend="torch"), expected)
+    assert max(seen) <= 1000 and len(seen) == 100
+
+
+def test_batch_from_a_pyg_dataloader():
+    from torch_geometric.data import Data
+    from torch_geometric.loader import DataLoader
+
+    clouds = [Data(pos=torch.randn(n, 3)) for n in (20, 30, 20)]
+    data = next(iter(DataLoader(clouds, batch_size=3)))
+    edge_index = knn_graph(data.pos, 4, data.batch)
+    assert edge_index.shape == (2, 70 * 4)
+    assert (data.batch[edge_index[0]] == data.batch[edge_index[1]]).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(x=torch.randn(5)), r"`x` must be a floating-point \[N, D\] tensor, got \(5,\)"),
+        (dict(x=torch.ones(5, 3, dtype=torch.long)), r"`x` must be a floating-point"),
+        (dict(k=0), r"`k` must be a positive integer, got 0"),
+        (dict(batch=torch.zeros(4, dtype=torch.long)), r"`batch` must be an integer vector with one entry per point \(5\)"),
+        (dict(batch=torch.tensor([0, 1, 0, 1, 1])), r"`batch` must be sorted"),
+        (dict(flow="up"), r"`flow` must be"),
+        (dict(backend="faiss"), r"`backend` must be one of"),
+    ],
+)
+def test_bad_input_is_a_clear_error(kwargs, message):
+    arguments = dict(x=torch.randn(5, 3), k=2) | kwargs
+    with pytest.raises(ValueError, match=message):
+        knn_graph(arguments.pop("x"), arguments.pop("k"), **arguments)
+
+
+@pytest.mark.parametrize("backend", ["torch_cluster", "pyg_lib"])
+def test_optional_backends_agree_with_ours(backend):
+    if not knn._available(backend):
+        with pytest.raises(ValueError, match=f"`backend`='{backend}' but"):
+            knn_graph(torch.randn(5, 3), 2, backend=backend)
+        pytest.skip(f"{backend} is not installed: only its clear error is checked")
+    x = torch.randn(200, 3)
+    batch = torch.repeat_interleave(torch.arange(4), 50)
+    theirs, ours = knn_graph(x, 10, batch, backend=backend), knn_graph(x, 10, batch, backend="torch")
+    for a, b in zip(found_distances(x, theirs), found_distances(x, ours)):
+        torch.testing.assert_close(a, b)
