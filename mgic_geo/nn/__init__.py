@@ -1,4 +1,5 @@
 """Graph layers and utilities in PyG conventions."""
+from mgic_geo.nn.diffgcn import DiffGCNConv
 from mgic_geo.nn.knn import knn_graph
 
-__all__ = ["knn_graph"]
+__all__ = ["DiffGCNConv", "knn_graph"]

@@ -1,0 +1,123 @@
+import itertools
+
+import pytest
+import torch
+
+from mgic_geo import MGICBlock
+from mgic_geo.nn import DiffGCNConv, knn_graph
+from mgic_geo.nn.diffgcn import differential_features
+
+
+def reference_features(x, pos, edge_index):
+    """Edge by edge, straight from the formulas in the module docstring."""
+    n, c = x.shape
+    out = torch.zeros(n, c, 5, dtype=x.dtype)
+    out[:, :, 0] = x
+    for i in range(n):
+        sources = edge_index[0][edge_index[1] == i]
+        for j in sources.tolist():
+            d = pos[j] - pos[i]
+            delta = x[j] - x[i]
+            out[i, :, 1:4] += 3 * delta[:, None] * (d / (d.square().sum() + 1e-12))[None, :] / len(sources)
+            out[i, :, 4] += delta / len(sources)
+    return out.flatten(1)
+
+
+def test_features_equal_the_edge_by_edge_formulas():
+    pos = torch.randn(40, 3, dtype=torch.float64)
+    x = torch.randn(40, 6, dtype=torch.float64)
+    edge_index = knn_graph(pos, 5)
+    edge_index = edge_index[:, edge_index[1] != 7]  # an isolated node too
+    torch.testing.assert_close(differential_features(x, pos, edge_index), reference_features(x, pos, edge_index))
+
+
+def lattice_with_six_neighbours():
+    points = torch.tensor(list(itertools.product(range(3), repeat=3)), dtype=torch.float64) * 0.5
+    centre = 13  # (1, 1, 1)
+    neighbours = [i for i, p in enumerate(points) if (p - points[centre]).abs().sum() == 0.5]
+    edge_index = torch.tensor([neighbours, [centre] * len(neighbours)])
+    return points, centre, edge_index
+
+
+def test_gradient_of_a_linear_field_is_exact_on_a_symmetric_neighbourhood():
+    points, centre, edge_index = lattice_with_six_neighbours()
+    slope = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+    x = (points @ slope)[:, None] + 4.0
+    features = differential_features(x, points, edge_index)[centre]
+    torch.testing.assert_close(features[1:4], slope)
+    torch.testing.assert_close(features[4], torch.tensor(0.0, dtype=torch.float64))  # no curvature
+    torch.testing.assert_close(features[0], x[centre, 0])
+
+
+def test_constant_field_has_no_gradient_or_laplacian():
+    pos = torch.randn(30, 3)
+    features = differential_features(torch.full((30, 2), 3.0), pos, knn_graph(pos, 4)).view(30, 2, 5)
+    torch.testing.assert_close(features[..., 1:], torch.zeros(30, 2, 4), atol=1e-5, rtol=0)
+
+
+def test_grouped_mixing_keeps_groups_apart():
+    conv = DiffGCNConv(8, 12, groups=4)
+    pos = torch.randn(20, 3)
+    edge_index = knn_graph(pos, 4)
+    x = torch.randn(20, 8)
+    changed = x.clone()
+    changed[:, :2] += 1.0  # the channels of group 0
+    difference = (conv(changed, pos, edge_index) - conv(x, pos, edge_index)).abs().sum(0)
+    assert difference[:3].min() > 0 and difference[3:].max() == 0
+
+
+def test_as_an_mgic_level_block_on_a_pyg_batch():
+    from torch_geometric.data import Data
+    from torch_geometric.loader import DataLoader
+
+    data = next(iter(DataLoader([Data(pos=torch.randn(64, 3), x=torch.randn(64, 32)) for _ in range(3)], batch_size=3)))
+    edge_index = knn_graph(data.pos, 10, data.batch)
+    block = MGICBlock(32, lambda w, g: DiffGCNConv(w, w, groups=g), group_size=8, coarsest=8)
+    assert block.widths == [32, 16, 8] and block.groups == [4, 2, 1]
+    out = block(data.x, data.pos, edge_index)
+    assert out.shape == (192, 32)
+    out.sum().backward()
+    assert all(p.grad is not None for p in block.parameters())
+
+
+def test_traces_without_graph_breaks():
+    import torch._dynamo
+
+    conv = DiffGCNConv(16, 16, groups=2)
+    pos = torch.randn(50, 3)
+    explanation = torch._dynamo.explain(conv)(torch.randn(50, 16), pos, knn_graph(pos, 10))
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_repr_and_reset_parameters():
+    conv = DiffGCNConv(16, 32, groups=4)
+    assert repr(conv) == "DiffGCNConv(16, 32, groups=4)"
+    assert conv.mix.weight.shape == (4, 8, 20)  # each group mixes 4 channels x 5 features
+    before = conv.mix.weight.clone()
+    conv.reset_parameters()
+    assert not torch.equal(before, conv.mix.weight)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((0, 8), {}, r"`in_channels` must be a positive integer, got 0"),
+        ((8, 8), dict(groups=3), r"`groups`=3 must divide in_channels=8 and out_channels=8"),
+    ],
+)
+def test_bad_construction(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DiffGCNConv(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "x, pos, edge_index, message",
+    [
+        (torch.randn(5, 4), torch.randn(5, 3), torch.zeros(2, 1, dtype=torch.long), r"expected node features \[N, 8\], got \(5, 4\)"),
+        (torch.randn(5, 8), torch.randn(5, 2), torch.zeros(2, 1, dtype=torch.long), r"expected positions \[5, 3\], got \(5, 2\)"),
+        (torch.randn(5, 8), torch.randn(5, 3), torch.zeros(3, 1, dtype=torch.long), r"expected edge_index \[2, E\], got \(3, 1\)"),
+    ],
+)
+def test_bad_inputs(x, pos, edge_index, message):
+    with pytest.raises(ValueError, match=message):
+        DiffGCNConv(8, 8)(x, pos, edge_index)
