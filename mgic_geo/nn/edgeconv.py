@@ -37,7 +37,7 @@ class _NeighbourExtremes(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, b: Tensor, source: Tensor, target: Tensor):
-        nodes, edges = b.shape[0], source.numel()
+        edges = source.numel()
         neighbours = b[source]
         index = target[:, None].expand_as(neighbours)
         edge_ids = torch.arange(edges, device=b.device)[:, None]
@@ -50,7 +50,6 @@ class _NeighbourExtremes(torch.autograd.Function):
             winners.append(first)
         padded_source = torch.cat([source, source.new_zeros(1)])  # edge id E: no incoming edge
         ctx.save_for_backward(*(padded_source[w] for w in winners), *(w < edges for w in winners))
-        ctx.mark_non_differentiable()
         return tuple(results)
 
     @staticmethod
