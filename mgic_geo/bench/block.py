@@ -66,6 +66,7 @@ from mgic_geo.complexity import count_parameters, profile
 from mgic_geo.core.block import MGICBlock
 from mgic_geo.experiments.report import prepare_output_dir, write_table
 from mgic_geo.layers.conv_norm_act import ChannelMixNormAct, ConvNormAct
+from mgic_geo.validation import check_int
 
 CASES = ("graph", "image")
 VARIANTS = ("dense", "MGIC")
@@ -186,7 +187,7 @@ def _prepare(spec: Measurement) -> tuple[nn.Module, Tensor, Tensor]:
     return block, x, grad_output
 
 
-def _describe_block(spec: Measurement, block: nn.Module, x: Tensor) -> dict:
+def _describe_block(spec: Measurement, block: nn.Module) -> dict:
     return {
         "params": count_parameters(block),
         "macs": count_macs(spec),
@@ -241,7 +242,7 @@ def _time_cpu(spec: Measurement) -> dict:
     block, x, grad_output = _prepare(spec)
     _timed_passes(block, x, grad_output, spec.warmup)
     seconds = _timed_passes(block, x, grad_output, spec.repeats)
-    return {**_timing(seconds), **_describe_block(spec, block, x)}
+    return {**_timing(seconds), **_describe_block(spec, block)}
 
 
 def _peak_memory_cpu(spec: Measurement) -> dict:
@@ -322,7 +323,7 @@ def _measure_cuda(spec: Measurement) -> dict:
     baseline = torch.cuda.memory_allocated(device)
     seconds = _timed_passes(block, x, grad_output, spec.repeats)
     peak = max(0, torch.cuda.max_memory_allocated(device) - baseline)
-    result = {**_timing(seconds), **_describe_block(spec, block, x), "peak_bytes": peak}
+    result = {**_timing(seconds), **_describe_block(spec, block), "peak_bytes": peak}
     del block, x, grad_output
     torch.cuda.empty_cache()
     return result
@@ -330,14 +331,6 @@ def _measure_cuda(spec: Measurement) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # The Python API
-
-
-def _check_positive_int(option: str, value, *, allow_zero: bool = False) -> int:
-    lowest = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-        kind = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"`{option}` must be {kind} integer, got {value!r}")
-    return value
 
 
 def resolve_devices(device: str) -> list[str]:
@@ -356,7 +349,7 @@ def _validate(widths, cases, nodes, batch, size, group_size, coarsest, repeats, 
     if not widths:
         raise ValueError("`--widths` needs at least one width")
     for width in widths:
-        _check_positive_int("--widths", width)
+        check_int("--widths", width)
     cases = list(cases) if cases is not None else []
     if not cases or any(case not in CASES for case in cases):
         raise ValueError(f"`--cases` must be a non-empty list drawn from {CASES}, got {cases!r}")
@@ -368,9 +361,9 @@ def _validate(widths, cases, nodes, batch, size, group_size, coarsest, repeats, 
         ("--coarsest", coarsest),
         ("--repeats", repeats),
     ):
-        _check_positive_int(option, value)
-    _check_positive_int("--warmup", warmup, allow_zero=True)
-    _check_positive_int("--seed", seed, allow_zero=True)
+        check_int(option, value)
+    check_int("--warmup", warmup, minimum=0)
+    check_int("--seed", seed, minimum=0)
     return widths, cases
 
 

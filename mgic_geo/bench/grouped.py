@@ -18,6 +18,7 @@ from torch import Tensor
 from mgic_geo.bench.block import machine_description
 from mgic_geo.core.grouped import grouped_channel_map
 from mgic_geo.experiments.report import prepare_output_dir, write_table
+from mgic_geo.validation import check_int
 
 
 def _per_group_einsum(x: Tensor, weight: Tensor) -> Tensor:
@@ -70,8 +71,7 @@ def bench_grouped(
     """One row per (layout, formulation): fwd+bwd milliseconds and the ratio to the core's."""
     for option, value in (("--channels", channels), ("--in-per-group", in_per_group), ("--out-per-group", out_per_group),
                           ("--nodes", nodes), ("--batch", batch), ("--size", size), ("--repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"`{option}` must be a positive integer, got {value!r}")
+        check_int(option, value)
     if channels % in_per_group:
         raise ValueError(f"`--in-per-group` {in_per_group} must divide `--channels` {channels}")
     generator = torch.Generator().manual_seed(seed)

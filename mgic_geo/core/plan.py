@@ -19,19 +19,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mgic_geo.validation import check_int
+
 LEVEL_RULES = ("paper", "official")
-
-
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-    return value
 
 
 def level_widths(channels: int, coarsest: int, level_rule: str = "paper") -> list[int]:
     """Channel widths from the finest (``channels``) to the coarsest level."""
-    _check_positive_int("channels", channels)
-    _check_positive_int("coarsest", coarsest)
+    check_int("channels", channels)
+    check_int("coarsest", coarsest)
     widths = [channels]
     if level_rule == "paper":
         levels = max(0, math.floor(math.log2(channels / coarsest))) if channels >= coarsest else 0
@@ -49,7 +45,7 @@ def level_widths(channels: int, coarsest: int, level_rule: str = "paper") -> lis
 
 def level_groups(widths: list[int], group_size: int) -> list[int]:
     """Group count per level (the coarsest is always 1); see the module docstring."""
-    _check_positive_int("group_size", group_size)
+    check_int("group_size", group_size)
     groups = []
     for fine, coarse in zip(widths[:-1], widths[1:]):
         limit = max(1, fine // group_size)
@@ -68,7 +64,7 @@ class ChannelHierarchy:
     def build(
         cls, channels: int, *, group_size: int, coarsest: int, level_rule: str = "paper"
     ) -> "ChannelHierarchy":
-        _check_positive_int("group_size", group_size)
+        check_int("group_size", group_size)
         widths = level_widths(channels, coarsest, level_rule)
         return cls(tuple(widths), tuple(level_groups(widths, group_size)))
 

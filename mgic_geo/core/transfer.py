@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mgic_geo.core.grouped import block_diagonal, grouped_channel_map
+from mgic_geo.validation import check_int
 
 TRANSFER_INITS = ("average", "kaiming")
 
@@ -34,8 +35,7 @@ class GroupedChannelMap(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, groups: int = 1, bias: bool = False):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            check_int(name, value)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"`groups`={groups} must divide in_channels={in_channels} and out_channels={out_channels}"

@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from mgic_geo.core import MGICBlock
 from mgic_geo.experiments.report import prepare_output_dir, write_table
+from mgic_geo.validation import check_int
 
 CHANNELS = 64
 DEFAULT_GROUP_SIZES = (32, 16, 8, 4)
@@ -342,30 +343,25 @@ def train_autoencoder(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(option: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{option}` must be an integer >= {minimum}, got {value!r}")
-
-
 def _validate(group_sizes, coarsest, steps, crops, crop_size, batch_size, seed) -> list[int]:
     group_sizes = list(group_sizes)
     if not group_sizes:
         raise ValueError("`--group-sizes` needs at least one group size")
     for group_size in group_sizes:
-        _check_int("--group-sizes", group_size)
+        check_int("--group-sizes", group_size)
     if len(set(group_sizes)) != len(group_sizes):
         raise ValueError(f"`--group-sizes` has repeated values: {group_sizes}")
-    _check_int("--coarsest", coarsest)
+    check_int("--coarsest", coarsest)
     if coarsest > CHANNELS // 2:
         # With s_c > c/2 the paper's rule builds no coarse level: nothing would be encoded.
         raise ValueError(
             f"`--coarsest` must be <= {CHANNELS // 2} so that {CHANNELS} channels are coarsened, got {coarsest}"
         )
-    _check_int("--steps", steps)
-    _check_int("--crops", crops, minimum=2)  # at least one train and one test crop
-    _check_int("--crop-size", crop_size, minimum=KERNEL_SIZE)
-    _check_int("--batch-size", batch_size)
-    _check_int("--seed", seed, minimum=0)
+    check_int("--steps", steps)
+    check_int("--crops", crops, minimum=2)  # at least one train and one test crop
+    check_int("--crop-size", crop_size, minimum=KERNEL_SIZE)
+    check_int("--batch-size", batch_size)
+    check_int("--seed", seed, minimum=0)
     return group_sizes
 
 

@@ -25,6 +25,7 @@ from mgic_geo.complexity import profile
 from mgic_geo.core.block import MGICBlock
 from mgic_geo.experiments.report import prepare_output_dir, write_table
 from mgic_geo.layers import ConvNormAct
+from mgic_geo.validation import check_int
 
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096)
 KERNEL = 3
@@ -91,12 +92,6 @@ def plot(rows: list[dict], path, *, group_size: int, coarsest: int) -> None:
     plt.close(fig)
 
 
-def _positive(name: str, value: int) -> int:
-    if value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/scaling", help="output folder (default: %(default)s)")
     parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS), help="channel widths c")
@@ -107,9 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for name in ("group_size", "coarsest", "size"):
-        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+        check_int(f"--{name.replace('_', '-')}", getattr(args, name))
     for width in args.widths:
-        _positive("--widths", width)
+        check_int("--widths", width)
     out = prepare_output_dir(args.out)
     rows = scaling_rows(args.widths, group_size=args.group_size, coarsest=args.coarsest, size=args.size)
     notes = [

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from mgic_geo.core.transfer import GroupedChannelMap
+from mgic_geo.validation import check_int
 
 FEATURES_PER_CHANNEL = 5  # mass, three gradient components, Laplacian
 EPSILON = 1e-12
@@ -75,8 +76,7 @@ class DiffGCNConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, bias: bool = True):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            check_int(name, value)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"`groups`={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups

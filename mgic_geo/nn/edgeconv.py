@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mgic_geo.validation import check_int
+
 
 class _NeighbourExtremes(torch.autograd.Function):
     """Per node and channel, the largest and the smallest ``b_j`` over its incoming edges.
@@ -79,9 +81,8 @@ class EdgeConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, *, negative_slope: float = 0.2, eps: float = 1e-5,
                  momentum: float = 0.1):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        check_int("in_channels", in_channels)
+        check_int("out_channels", out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.negative_slope, self.eps, self.momentum = negative_slope, eps, momentum
         # Columns [0, C_in) act on x_i, [C_in, 2 C_in) on x_j - x_i: DGCNN's h(x_i || x_j - x_i).

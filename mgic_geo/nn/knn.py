@@ -27,6 +27,8 @@ import importlib.util
 import torch
 from torch import Tensor
 
+from mgic_geo.validation import check_int
+
 MAX_DISTANCE_ELEMENTS = 2**20
 BACKENDS = ("auto", "torch", "torch_cluster", "pyg_lib")
 
@@ -39,8 +41,7 @@ def _check(x: Tensor, k: int, batch: Tensor | None, flow: str, backend: str) -> 
     if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"`x` must be a floating-point [N, D] tensor, got {shape}")
-    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-        raise ValueError(f"`k` must be a positive integer, got {k!r}")
+    check_int("k", k)
     if batch is not None:
         if not isinstance(batch, Tensor) or batch.dim() != 1 or batch.numel() != x.shape[0] or batch.is_floating_point():
             shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
