@@ -110,9 +110,11 @@ class EdgeConv(nn.Module):
         a = F.linear(x, w_centre - w_offset)  # [N, C_out], the x_i part
         b = F.linear(x, w_offset)  # [N, C_out], the x_j part
         largest, smallest = _NeighbourExtremes.apply(b, source, target)
-        b_neighbours = b[source]
 
         if self.training:
+            # Gathered again (the extremes gather inside their autograd function, whose backward
+            # must not keep an [E, C] tensor); eval mode needs none of this.
+            b_neighbours = b[source]
             degree = torch.zeros_like(a[:, 0]).index_add_(0, target, torch.ones_like(b_neighbours[:, 0]))[:, None]
             neighbour_sum = torch.zeros_like(a).index_add_(0, target, b_neighbours)
             neighbour_square_sum = torch.zeros_like(a).index_add_(0, target, b_neighbours.square())
