@@ -5,7 +5,11 @@ The layer is :math:`y_i = \max_{j \in \mathcal{N}(i)} \sigma(\mathrm{BN}(W_a x_i
 edges and a LeakyReLU). Three identities make every step per node (DESIGN.md section 3):
 
 * the linear part splits: :math:`W_a x_i + W_b (x_j - x_i) = a_i + b_j` with
-  :math:`a = (W_a - W_b) x` and :math:`b = W_b x`, two products over nodes, none over edges;
+  :math:`a = (W_a - W_b) x` and :math:`b = W_b x`, two products over nodes, none over edges. The
+  layer learns those two maps directly (``centre`` :math:`= W_a - W_b` and ``offset``
+  :math:`= W_b`), the same function class; with ``groups > 1`` both are grouped 1x1 maps, so
+  output group :math:`g` sees only input group :math:`g` of :math:`x_i` and of :math:`x_j - x_i`
+  (the level block of :class:`~mgic_geo.nn.MGICConv`);
 * BatchNorm's batch statistics over the edges follow from per-node sums: the mean of
   :math:`a_i + b_j` over edges needs :math:`\sum_i \deg_i a_i` and :math:`\sum_i S_i` with
   :math:`S_i = \sum_{j \to i} b_j`, the mean square adds :math:`\sum_i \deg_i a_i^2 + 2 a_i S_i +
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mgic_geo.validation import check_int
+from mgic_geo.core.transfer import GroupedChannelMap
 
 
 class _NeighbourExtremes(torch.autograd.Function):
@@ -72,6 +76,7 @@ class EdgeConv(nn.Module):
         negative_slope (float): LeakyReLU slope, DGCNN's 0.2. (default: ``0.2``)
         eps (float): BatchNorm epsilon. (default: ``1e-5``)
         momentum (float): BatchNorm running-statistics momentum. (default: ``0.1``)
+        groups (int): channel groups of the linear part; must divide both widths. (default: ``1``)
 
     Shapes:
         - **input:** node features :math:`(N, C_{in})`, edge indices :math:`(2, E)` (source, target)
@@ -79,14 +84,12 @@ class EdgeConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, negative_slope: float = 0.2, eps: float = 1e-5,
-                 momentum: float = 0.1):
+                 momentum: float = 0.1, groups: int = 1):
         super().__init__()
-        check_int("in_channels", in_channels)
-        check_int("out_channels", out_channels)
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.negative_slope, self.eps, self.momentum = negative_slope, eps, momentum
-        # Columns [0, C_in) act on x_i, [C_in, 2 C_in) on x_j - x_i: DGCNN's h(x_i || x_j - x_i).
-        self.lin = nn.Linear(2 * in_channels, out_channels, bias=False)
+        self.centre = GroupedChannelMap(in_channels, out_channels, groups)  # W_a - W_b, applied to x_i
+        self.offset = GroupedChannelMap(in_channels, out_channels, groups)  # W_b, applied to x_j
         self.weight = nn.Parameter(torch.empty(out_channels))
         self.bias = nn.Parameter(torch.empty(out_channels))
         self.register_buffer("running_mean", torch.zeros(out_channels))
@@ -94,7 +97,12 @@ class EdgeConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.lin.reset_parameters()
+        # DGCNN's h(x_i || x_j - x_i) draws W_a and W_b from U(+-1/sqrt(2 C_in)): the same for
+        # W_b, and W_a - W_b from the difference of two such draws.
+        bound = 1.0 / (2 * self.in_channels // self.groups) ** 0.5
+        nn.init.uniform_(self.offset.weight, -bound, bound)
+        with torch.no_grad():
+            self.centre.weight.uniform_(-bound, bound).sub_(self.offset.weight)
         nn.init.ones_(self.weight)
         nn.init.zeros_(self.bias)
         self.running_mean.zero_()
@@ -106,9 +114,7 @@ class EdgeConv(nn.Module):
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"expected edge_index [2, E], got {tuple(edge_index.shape)}")
         source, target = edge_index[0], edge_index[1]
-        w_centre, w_offset = self.lin.weight[:, : self.in_channels], self.lin.weight[:, self.in_channels :]
-        a = F.linear(x, w_centre - w_offset)  # [N, C_out], the x_i part
-        b = F.linear(x, w_offset)  # [N, C_out], the x_j part
+        a, b = self.centre(x), self.offset(x)  # [N, C_out]: the x_i part and the x_j part
         largest, smallest = _NeighbourExtremes.apply(b, source, target)
 
         if self.training:
@@ -132,4 +138,5 @@ class EdgeConv(nn.Module):
         return F.leaky_relu(normalised, self.negative_slope)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
+        groups = f", groups={self.groups}" if self.groups > 1 else ""
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}{groups})"

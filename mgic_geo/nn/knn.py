@@ -37,16 +37,20 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _check(x: Tensor, k: int, batch: Tensor | None, flow: str, backend: str) -> None:
+def _check(x: Tensor, k: int, batch: Tensor | None, flow: str, backend: str, cloud_size: int | None) -> None:
     if not isinstance(x, Tensor) or x.dim() != 2 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"`x` must be a floating-point [N, D] tensor, got {shape}")
     check_int("k", k)
+    if cloud_size is not None:
+        check_int("cloud_size", cloud_size)
+        if x.shape[0] % cloud_size:
+            raise ValueError(f"`cloud_size`={cloud_size} must divide the number of points {x.shape[0]}")
     if batch is not None:
         if not isinstance(batch, Tensor) or batch.dim() != 1 or batch.numel() != x.shape[0] or batch.is_floating_point():
             shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
             raise ValueError(f"`batch` must be an integer vector with one entry per point ({x.shape[0]}), got {shape}")
-        if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+        if cloud_size is None and batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
             raise ValueError("`batch` must be sorted (points of a cloud contiguous), as PyG's DataLoader makes it")
     if flow not in ("source_to_target", "target_to_source"):
         raise ValueError(f"`flow` must be 'source_to_target' or 'target_to_source', got {flow!r}")
@@ -118,6 +122,15 @@ def _knn_torch(x: Tensor, k: int, batch: Tensor | None, loop: bool) -> tuple[Ten
     return source[order], target[order]
 
 
+def _knn_fixed_size(x: Tensor, k: int, batch: Tensor | None, loop: bool, cloud_size: int) -> tuple[Tensor, Tensor]:
+    clouds = x.shape[0] // cloud_size
+    offsets = torch.arange(clouds, device=x.device) * cloud_size
+    if batch is not None:
+        expected = torch.arange(clouds, device=x.device).repeat_interleave(cloud_size)
+        torch._assert_async((batch == expected).all(), "knn_graph: `batch` does not hold clouds of `cloud_size` points")
+    return _edges(_knn_stacked(x.view(clouds, cloud_size, x.shape[1]), k, loop), offsets)
+
+
 def knn_graph(
     x: Tensor,
     k: int,
@@ -126,6 +139,7 @@ def knn_graph(
     loop: bool = False,
     flow: str = "source_to_target",
     backend: str = "auto",
+    cloud_size: int | None = None,
 ) -> Tensor:
     r"""The exact ``k``-nearest-neighbour graph of the points (or features) ``x``, per cloud.
 
@@ -140,6 +154,11 @@ def knn_graph(
             ``"source_to_target"``)
         backend (str): ``"torch"`` (this module), ``"torch_cluster"``, ``"pyg_lib"`` or
             ``"auto"`` (pyg-lib, then torch-cluster when importable, else torch).
+        cloud_size (int, optional): every cloud has exactly this many points, so ``x`` holds
+            ``N / cloud_size`` consecutive clouds. The search then depends on shapes only: no
+            host synchronisation and no graph break under ``torch.compile``; a given ``batch`` is
+            checked asynchronously (``torch._assert_async``) instead of on the host. Always uses
+            the torch backend. (default: sizes are read from ``batch``)
 
     Returns:
         ``edge_index`` :math:`(2, E)` with :math:`E = N k` when every cloud has more than ``k``
@@ -154,7 +173,11 @@ def knn_graph(
         tensor([[1, 0, 1, 2],
                 [0, 1, 2, 3]])
     """
-    _check(x, k, batch, flow, backend)
+    _check(x, k, batch, flow, backend, cloud_size)
+    if cloud_size is not None:
+        source, target = _knn_fixed_size(x, k, batch, loop, cloud_size)
+        edge_index = torch.stack([source, target])
+        return edge_index if flow == "source_to_target" else edge_index.flip(0)
     if backend == "auto":
         backend = "pyg_lib" if _available("pyg_lib") else "torch_cluster" if _available("torch_cluster") else "torch"
     if backend == "torch":

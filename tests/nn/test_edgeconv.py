@@ -10,15 +10,16 @@ def per_edge_reference(conv, norm, x, edge_index):
     """DGCNN's EdgeConv as usually written: materialise every edge, BN over edges, max per node."""
     source, target = edge_index
     edges = torch.cat([x[target], x[source] - x[target]], dim=1)
-    h = F.leaky_relu(norm(F.linear(edges, conv.lin.weight)), 0.2)
+    centre, offset = conv.centre.dense_weight(), conv.offset.dense_weight()
+    h = F.leaky_relu(norm(F.linear(edges, torch.cat([centre + offset, offset], dim=1))), 0.2)
     out = torch.zeros(x.shape[0], h.shape[1], dtype=x.dtype)
     return out.scatter_reduce(0, target[:, None].expand_as(h), h, "amax", include_self=False)
 
 
-@pytest.fixture
-def setup():
+@pytest.fixture(params=[1, 2], ids=["dense", "grouped"])
+def setup(request):
     torch.manual_seed(3)
-    conv = EdgeConv(6, 10).double()
+    conv = EdgeConv(6, 10, groups=request.param).double()
     with torch.no_grad():
         conv.weight.copy_(torch.randn(10))  # both signs: the max and the min branch
         conv.bias.copy_(torch.randn(10))
@@ -40,11 +41,11 @@ def test_per_node_computation_equals_the_per_edge_one(setup):
     grad = torch.randn_like(ours)
     ours.backward(grad)
     conv_grads = [p.grad.clone() for p in (conv.weight, conv.bias)]
-    lin_grad = conv.lin.weight.grad.clone()
+    linear_grads = [conv.centre.weight.grad.clone(), conv.offset.weight.grad.clone()]
     conv.zero_grad()
     theirs.backward(grad)
     torch.testing.assert_close(x1.grad, x2.grad)
-    torch.testing.assert_close(conv.lin.weight.grad, lin_grad)
+    torch.testing.assert_close([conv.centre.weight.grad, conv.offset.weight.grad], linear_grads)
     torch.testing.assert_close([norm.weight.grad, norm.bias.grad], conv_grads)
     torch.testing.assert_close(conv.running_mean, norm.running_mean)
     torch.testing.assert_close(conv.running_var, norm.running_var)
@@ -76,6 +77,7 @@ def test_traces_without_graph_breaks():
 def test_repr_and_reset_parameters():
     conv = EdgeConv(3, 64)
     assert repr(conv) == "EdgeConv(3, 64)"
+    assert repr(EdgeConv(8, 16, groups=4)) == "EdgeConv(8, 16, groups=4)"
     with torch.no_grad():
         conv.weight.fill_(2.0)
         conv.running_var.fill_(5.0)
@@ -98,3 +100,13 @@ def test_bad_inputs(x, edge_index, message):
 def test_bad_construction():
     with pytest.raises(ValueError, match=r"`out_channels` must be a positive integer, got -1"):
         EdgeConv(3, -1)
+    with pytest.raises(ValueError, match=r"`groups`=4 must divide in_channels=6 and out_channels=8"):
+        EdgeConv(6, 8, groups=4)
+
+
+def test_initial_weights_follow_dgcnn():
+    """W_a = centre + offset and W_b = offset are each U(+-1/sqrt(2 C_in)), as DGCNN's h."""
+    conv = EdgeConv(32, 256)
+    bound = 1 / 64**0.5
+    for weight in (conv.centre.weight + conv.offset.weight, conv.offset.weight):
+        assert weight.abs().max() <= bound and weight.std() > 0.9 * bound / 3**0.5

@@ -81,6 +81,32 @@ def test_batch_from_a_pyg_dataloader():
     assert (data.batch[edge_index[0]] == data.batch[edge_index[1]]).all()
 
 
+def test_fixed_cloud_size_equals_the_general_search():
+    x = torch.randn(4 * 30, 3)
+    batch = torch.repeat_interleave(torch.arange(4), 30)
+    expected = knn_graph(x, 6, batch, backend="torch")
+    assert torch.equal(knn_graph(x, 6, batch, cloud_size=30), expected)
+    assert torch.equal(knn_graph(x, 6, cloud_size=30), expected)
+    assert knn_graph(x[:0], 6, cloud_size=30).shape == (2, 0)
+
+
+def test_fixed_cloud_size_checks_batch_without_a_host_sync():
+    x = torch.randn(60, 3)
+    wrong = torch.repeat_interleave(torch.arange(3), torch.tensor([10, 30, 20]))
+    with pytest.raises(RuntimeError, match="does not hold clouds of `cloud_size` points"):
+        knn_graph(x, 4, wrong, cloud_size=20)
+
+
+def test_fixed_cloud_size_compiles_without_graph_breaks():
+    import torch._dynamo
+
+    def search(x, batch):
+        return knn_graph(x, 5, batch, cloud_size=32)
+
+    explanation = torch._dynamo.explain(search)(torch.randn(64, 3), torch.arange(2).repeat_interleave(32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -91,6 +117,8 @@ def test_batch_from_a_pyg_dataloader():
         (dict(batch=torch.tensor([0, 1, 0, 1, 1])), r"`batch` must be sorted"),
         (dict(flow="up"), r"`flow` must be"),
         (dict(backend="faiss"), r"`backend` must be one of"),
+        (dict(cloud_size=0), r"`cloud_size` must be a positive integer, got 0"),
+        (dict(cloud_size=2), r"`cloud_size`=2 must divide the number of points 5"),
     ],
 )
 def test_bad_input_is_a_clear_error(kwargs, message):
