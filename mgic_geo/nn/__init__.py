@@ -2,5 +2,6 @@
 from mgic_geo.nn.diffgcn import DiffGCNConv
 from mgic_geo.nn.edgeconv import EdgeConv
 from mgic_geo.nn.knn import knn_graph
+from mgic_geo.nn.mgic_conv import DiffGCNNormAct, DynamicEdgeConv, DynamicMGICConv, MGICConv
 
-__all__ = ["DiffGCNConv", "EdgeConv", "knn_graph"]
+__all__ = ["DiffGCNConv", "DiffGCNNormAct", "DynamicEdgeConv", "DynamicMGICConv", "EdgeConv", "MGICConv", "knn_graph"]
