@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgic_geo.core.transfer import GroupedChannelMap
+from mgic_geo.nn import knn
 
 aten = torch.ops.aten
 GROUPED_CHANNEL_MAP = "mgic_geo.grouped_channel_map"
@@ -65,9 +66,11 @@ class Profile:
     params: int
     macs: int
     macs_by_op: dict[str, int] = field(default_factory=dict)
+    knn_macs: int = 0  # distance products of kNN searches, not in ``macs``
 
     def __str__(self) -> str:
-        return f"{self.params / 1e6:.3f} M params, {self.macs / 1e6:.2f} M MACs"
+        knn_part = f" (+ {self.knn_macs / 1e6:.2f} M kNN distance MACs)" if self.knn_macs else ""
+        return f"{self.params / 1e6:.3f} M params, {self.macs / 1e6:.2f} M MACs{knn_part}"
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -110,18 +113,28 @@ def profile(model: nn.Module, *inputs, **kwargs) -> Profile:
         if isinstance(module, GroupedChannelMap):
             handles.append(module.register_forward_pre_hook(before))
             handles.append(module.register_forward_hook(after))
+    knn_macs = 0
+
+    def observe_search(macs: int) -> None:
+        nonlocal knn_macs
+        knn_macs += macs
+
     was_training = model.training
+    knn.distance_cost_observers.append(observe_search)
     try:
         model.eval()
         with torch.no_grad(), counter:
             model(*inputs, **kwargs)
     finally:
         model.train(was_training)
+        knn.distance_cost_observers.remove(observe_search)
         for handle in handles:
             handle.remove()
 
     by_op = Counter({str(op): flops for op, flops in counter.flop_counts["Global"].items()})
     by_op.subtract({str(op): flops for op, flops in counted_inside.items()})
     by_op[GROUPED_CHANNEL_MAP] += true_grouped
+    by_op[str(aten.bmm)] -= 2 * knn_macs  # the searches' batched products
     macs_by_op = {op: flops // 2 for op, flops in sorted(by_op.items()) if flops > 0}
-    return Profile(params=count_parameters(model), macs=sum(macs_by_op.values()), macs_by_op=macs_by_op)
+    return Profile(params=count_parameters(model), macs=sum(macs_by_op.values()), macs_by_op=macs_by_op,
+                   knn_macs=knn_macs)

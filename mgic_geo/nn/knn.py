@@ -30,6 +30,9 @@ from torch import Tensor
 from mgic_geo.validation import check_int
 
 MAX_DISTANCE_ELEMENTS = 2**20
+# Callables told the multiply-accumulates of every distance search of the torch backend, so that
+# mgic_geo.complexity.profile can report the kNN cost on its own line.
+distance_cost_observers: list = []
 BACKENDS = ("auto", "torch", "torch_cluster", "pyg_lib")
 
 
@@ -87,6 +90,8 @@ def _knn_stacked(points: Tensor, k: int, loop: bool) -> Tensor:
                 chunk[:, local, local + start] = float("inf")
             torch.topk(chunk, keep, dim=-1, largest=False, sorted=True,
                        out=(nearest_scores[first:last, start:stop], neighbours[first:last, start:stop]))
+    for observe in distance_cost_observers:
+        observe(clouds * size * size * queries_all.shape[-1])
     return neighbours
 
 
@@ -174,10 +179,14 @@ def knn_graph(
                 [0, 1, 2, 3]])
     """
     _check(x, k, batch, flow, backend, cloud_size)
+    with torch.no_grad():  # indices only: nothing to differentiate, and no graph to keep
+        edge_index = _search(x, k, batch, loop, backend, cloud_size)
+    return edge_index if flow == "source_to_target" else edge_index.flip(0)
+
+
+def _search(x: Tensor, k: int, batch: Tensor | None, loop: bool, backend: str, cloud_size: int | None) -> Tensor:
     if cloud_size is not None:
-        source, target = _knn_fixed_size(x, k, batch, loop, cloud_size)
-        edge_index = torch.stack([source, target])
-        return edge_index if flow == "source_to_target" else edge_index.flip(0)
+        return torch.stack(_knn_fixed_size(x, k, batch, loop, cloud_size))
     if backend == "auto":
         backend = "pyg_lib" if _available("pyg_lib") else "torch_cluster" if _available("torch_cluster") else "torch"
     if backend == "torch":
@@ -195,4 +204,4 @@ def knn_graph(
         from torch_geometric.nn import knn_graph as pyg_knn_graph
 
         edge_index = pyg_knn_graph(x, k, batch, loop=loop, flow="source_to_target")
-    return edge_index if flow == "source_to_target" else edge_index.flip(0)
+    return edge_index

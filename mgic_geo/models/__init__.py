@@ -1,0 +1,8 @@
+"""Every network of the package, behind one registry: ``create_model(name, **kwargs)``, ``list_models()``."""
+from mgic_geo.models import dgcnn as _dgcnn  # noqa: F401  (registers the builders)
+from mgic_geo.models import diffgcn as _diffgcn  # noqa: F401
+from mgic_geo.models.dgcnn import DGCNN, PyGExampleDGCNN
+from mgic_geo.models.diffgcn import DiffGCNNet
+from mgic_geo.models.registry import create_model, list_models, register_model
+
+__all__ = ["DGCNN", "DiffGCNNet", "PyGExampleDGCNN", "create_model", "list_models", "register_model"]

@@ -1,0 +1,124 @@
+"""diffGCN point-cloud classifiers: plain (``diffgcn``) and with MGIC blocks (``mgic_diffgcn``).
+
+No public code defines the paper's Table-6 diffGCN networks, so the package does; the architecture
+is data (``STAGES``). The MAC budget decides the shape (DESIGN.md section 4): 13.7 M MACs at 1024
+points leave about 13 k MACs per point, so the networks shrink the point set between stages::
+
+    stage   points   width   block
+    0       1024     32      DiffGCN 3->32 (stem), then the stage block
+    1        512     64      widen 32->64, then the stage block
+    2        256    128      widen 64->128, then the stage block
+    3        128    256      widen 128->256, then the stage block
+    max || mean over the cloud -> 64 -> 64 -> classes
+
+The stage block is ``DiffGCN(c -> c) + BN + ReLU`` in ``diffgcn`` and ``MGICConv(c, "diffgcn")``
+in ``mgic_diffgcn``, whose widening maps are grouped (groups of ``group_size`` input channels; the
+MGIC block that follows couples all channels). Every stage has its own kNN graph (k = 10) on its
+point positions.
+
+Pooling between stages (a documented substitute for diffGCN's algebraic-multigrid pooling, whose
+graph matching needs torch-cluster): keep a random-looking half of every cloud chosen by a hash of
+the point coordinates (:meth:`~mgic_geo.models.clouds.Clouds.subsample`: independent of the point
+order, new every training step as augmentation moves the points), give each kept point the mean
+features of its fine-graph neighbourhood (itself and its k neighbours), keep its position, and
+build a new kNN graph on the kept positions. The head pools first and then maps to 64 (the
+original embeds every point first; at 128 points that alone would cost 2 M MACs).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from mgic_geo.models.clouds import Clouds, neighbourhood_mean
+from mgic_geo.models.dgcnn import _groups
+from mgic_geo.models.heads import classifier, pointwise
+from mgic_geo.models.registry import register_model
+from mgic_geo.nn import DiffGCNNormAct, MGICConv
+from mgic_geo.validation import check_int
+
+STAGES = (32, 64, 128, 256)  # widths; every stage after the first halves the points
+
+
+class DiffGCNNet(nn.Module):
+    r"""A diffGCN classifier over ``len(widths)`` stages of halving point sets (module docstring).
+
+    Args:
+        num_classes (int): output classes. (default: ``10``)
+        widths (sequence of int): stage widths. (default: :data:`STAGES`)
+        hidden (sequence of int): hidden widths of the classifier. (default: ``(64, 64)``)
+        k (int): neighbours of the kNN graphs. (default: ``10``)
+        dropout (float): classifier dropout. (default: ``0.5``)
+        group_size (int, optional): with ``coarsest``, use MGIC stage blocks with
+            :math:`s_g` = ``group_size``. (default: ``None``, dense diffGCN blocks)
+        coarsest (int, optional): :math:`s_c` of the MGIC blocks.
+        num_points (int, optional): every cloud of a batch has this many points; the forward then
+            makes no host synchronisation. (default: ``None``, read from ``batch``)
+
+    Shapes:
+        - **input:** positions :math:`(N, 3)`, batch :math:`(N,)` (sorted)
+        - **output:** logits :math:`(B, \text{num_classes})`
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        widths: Sequence[int] = STAGES,
+        hidden: Sequence[int] = (64, 64),
+        k: int = 10,
+        dropout: float = 0.5,
+        group_size: int | None = None,
+        coarsest: int | None = None,
+        num_points: int | None = None,
+    ):
+        super().__init__()
+        check_int("num_classes", num_classes)
+        check_int("k", k)
+        if num_points is not None:
+            check_int("num_points", num_points)
+        if (group_size is None) != (coarsest is None):
+            raise ValueError("`group_size` and `coarsest` go together: give both (MGIC) or neither")
+        if not widths:
+            raise ValueError("`widths` must list at least one stage width")
+        self.k, self.num_points = k, num_points
+        self.stem = DiffGCNNormAct(3, widths[0])
+        self.widen, self.blocks = nn.ModuleList(), nn.ModuleList()
+        in_channels = widths[0]
+        for width in widths:
+            check_int("widths", width)
+            if group_size is None:
+                self.widen.append(pointwise(in_channels, width) if width != in_channels else nn.Identity())
+                self.blocks.append(DiffGCNNormAct(width, width))
+            else:
+                groups = _groups(in_channels, width, group_size)
+                self.widen.append(pointwise(in_channels, width, groups=groups) if width != in_channels else nn.Identity())
+                self.blocks.append(MGICConv(width, conv="diffgcn", group_size=group_size, coarsest=coarsest))
+            in_channels = width
+        self.head = classifier(2 * widths[-1], hidden, num_classes, dropout=dropout)
+
+    def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
+        clouds = Clouds.of(pos, batch, self.num_points)
+        graph = clouds.knn(pos, self.k)
+        x = self.stem(pos, pos, graph)
+        for stage, (widen, block) in enumerate(zip(self.widen, self.blocks)):
+            if stage:
+                index, clouds = clouds.subsample(pos)
+                x, pos = neighbourhood_mean(x, graph)[index], pos[index]
+                graph = clouds.knn(pos, self.k)
+            x = block(widen(x), pos, graph)
+        return self.head(clouds.global_pool(x))
+
+
+@register_model
+def diffgcn(*, num_classes: int = 10, k: int = 10, num_points: int | None = None, dropout: float = 0.5) -> DiffGCNNet:
+    """diffGCN with dense stage blocks (Table 6 row 2; paper: 0.57 M params, 64 M FLOPs, 92.5 %)."""
+    return DiffGCNNet(num_classes=num_classes, k=k, num_points=num_points, dropout=dropout)
+
+
+@register_model
+def mgic_diffgcn(*, num_classes: int = 10, k: int = 10, group_size: int = 8, coarsest: int = 16,
+                 num_points: int | None = None, dropout: float = 0.5) -> DiffGCNNet:
+    """diffGCN with MGIC stage blocks (Table 6 row 3; paper: 0.11 M params, 13.7 M FLOPs, 92.9 %)."""
+    return DiffGCNNet(num_classes=num_classes, k=k, group_size=group_size, coarsest=coarsest, num_points=num_points,
+                      dropout=dropout)

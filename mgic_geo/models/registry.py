@@ -1,0 +1,48 @@
+"""One registry for every network of the package: ``create_model(name, **kwargs)``, ``list_models()``.
+
+Builders are keyword-only functions registered with :func:`register_model` under their own name,
+as timm and torchvision do.
+"""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from typing import Callable
+
+from torch import nn
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``builder`` under ``builder.__name__``."""
+    if builder.__name__ in _BUILDERS:
+        raise ValueError(f"a model named {builder.__name__!r} is already registered")
+    _BUILDERS[builder.__name__] = builder
+    return builder
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered models matching the shell-style ``pattern``."""
+    return sorted(name for name in _BUILDERS if fnmatch.fnmatch(name, pattern))
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with the builder's keyword arguments.
+
+    Example::
+
+        >>> from mgic_geo.models import create_model
+        >>> model = create_model("mgic_diffgcn", num_classes=10)
+        >>> type(model).__name__
+        'DiffGCNNet'
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    builder = _BUILDERS[name]
+    accepted = inspect.signature(builder).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"model {name!r} takes no argument(s) {', '.join(map(repr, unknown))}; "
+                         f"it takes: {', '.join(accepted)}")
+    return builder(**kwargs)
