@@ -45,15 +45,11 @@ ignored) come from :func:`mgic_geo.complexity.profile`: ``N c^2`` for the dense 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
-import traceback
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -64,6 +60,15 @@ from tqdm import tqdm
 
 from mgic_geo.complexity import count_parameters, profile
 from mgic_geo.core.block import MGICBlock
+from mgic_geo.bench.process import (
+    current_rss_bytes,
+    peak_rss_bytes,
+    reset_peak_rss,
+    return_freed_memory_to_os,
+    run_in_fresh_process,
+    synchronize,
+    worker_context,
+)
 from mgic_geo.experiments.report import prepare_output_dir, write_table
 from mgic_geo.layers.conv_norm_act import ChannelMixNormAct, ConvNormAct
 from mgic_geo.validation import check_int
@@ -141,11 +146,6 @@ def count_macs(spec: "Measurement") -> int:
     return profile(block, x).macs
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _forward_backward(block: nn.Module, x: Tensor, grad_output: Tensor) -> None:
     block(x).backward(grad_output)
 
@@ -160,10 +160,10 @@ def _timed_passes(block: nn.Module, x: Tensor, grad_output: Tensor, passes: int)
     seconds = []
     for _ in range(passes):
         _drop_gradients(block, x)
-        _synchronize(x.device)
+        synchronize(x.device)
         start = time.perf_counter()
         _forward_backward(block, x, grad_output)
-        _synchronize(x.device)
+        synchronize(x.device)
         seconds.append(time.perf_counter() - start)
     _drop_gradients(block, x)
     return seconds
@@ -203,39 +203,6 @@ def _timing(seconds: list[float]) -> dict:
 # CPU: one forked worker per measurement, memory from the peak RSS
 
 
-def _current_rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        resident_pages = int(handle.read().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False if refused, in
-    which case ``ru_maxrss`` may still hold an older, higher peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _return_freed_memory_to_os() -> bool:
-    """Serve every allocation >= 128 KiB by mmap, so a freed tensor leaves the RSS at once.
-    Setting the threshold explicitly also switches off glibc's adaptive threshold, which after the
-    first large free would recycle tensors up to 32 MiB inside the heap."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
-    except (OSError, AttributeError):
-        return False
-
-
 def _time_cpu(spec: Measurement) -> dict:
     """Warm-up and timed passes with glibc's default allocator settings (a normal training run)."""
     torch.set_num_threads(spec.num_threads)
@@ -252,58 +219,22 @@ def _peak_memory_cpu(spec: Measurement) -> dict:
     afresh, which would slow the block with more, smaller tensors (MGIC) in a timed run; and a
     process that has already run with the default settings keeps freed chunks in the heap, where
     their reuse inflates or hides RSS."""
-    malloc_pinned = _return_freed_memory_to_os()
+    malloc_pinned = return_freed_memory_to_os()
     torch.set_num_threads(spec.num_threads)
     block, x, grad_output = _prepare(spec)
     _timed_passes(block, x, grad_output, 1)  # pages in kernel code, starts the thread pool
-    peak_reset = _reset_peak_rss()
-    baseline = _current_rss_bytes()
+    peak_reset = reset_peak_rss()
+    baseline = current_rss_bytes()
     _timed_passes(block, x, grad_output, 1)
-    peak = max(0, _peak_rss_bytes() - baseline)
+    peak = max(0, peak_rss_bytes() - baseline)
     return {"peak_bytes": peak, "peak_reset": peak_reset, "malloc_pinned": malloc_pinned}
 
 
 WORKER_TASKS = {"time": _time_cpu, "memory": _peak_memory_cpu}
 
 
-def _worker_main(task: str, spec: Measurement, connection) -> None:
-    try:
-        connection.send(("ok", WORKER_TASKS[task](spec)))
-    except BaseException:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
-        connection.send(("error", traceback.format_exc()))
-    finally:
-        connection.close()
-
-
-def _worker_context():
-    context = multiprocessing.get_context("forkserver")
-    # The forkserver imports torch once; every measurement forks from it (see module docstring).
-    # The first backward pass lazily imports sympy through symbolic_shapes (0.7 s here); import it
-    # in the forkserver too, or every worker pays it (pure Python: safe to fork).
-    context.set_forkserver_preload([__name__, "torch.fx.experimental.symbolic_shapes"])
-    return context
-
-
 def _in_fresh_process(task: str, spec: Measurement, context) -> dict:
-    receiver, sender = context.Pipe(duplex=False)
-    what = f"{task} of {spec.describe()}"
-    process = context.Process(target=_worker_main, args=(task, spec, sender), name=f"bench-block {what}")
-    process.start()
-    sender.close()
-    try:
-        status, payload = receiver.recv()
-    except EOFError:
-        process.join()
-        raise RuntimeError(
-            f"the worker measuring the {what} died without a result (exit code {process.exitcode}; "
-            "killed for memory?)"
-        ) from None
-    finally:
-        receiver.close()
-    process.join()
-    if status != "ok":
-        raise RuntimeError(f"the worker measuring the {what} failed:\n{payload}")
-    return payload
+    return run_in_fresh_process(WORKER_TASKS[task], spec, context, f"bench-block {task} of {spec.describe()}")
 
 
 def _measure_cpu(spec: Measurement, context) -> dict:
@@ -405,7 +336,7 @@ def bench_block(
         for width in widths
         for variant in VARIANTS
     ]
-    context = _worker_context() if "cpu" in devices else None
+    context = worker_context(__name__) if "cpu" in devices else None
     results = {}
     with tqdm(total=len(specs), desc="bench block", unit="run", file=sys.stderr, disable=not progress) as bar:
         for spec in specs:

@@ -1,0 +1,94 @@
+"""Measurement plumbing shared by the benchmarks: fresh forked processes and peak memory.
+
+CPU peak memory is read from the process's resident set (see :mod:`mgic_geo.bench.block` for the
+method and its caveats), which only means something in a process that measured nothing before:
+:func:`run_in_fresh_process` forks one from a forkserver that has imported torch once.
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import resource
+import traceback
+from typing import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        resident_pages = int(handle.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False if refused, in
+    which case ``ru_maxrss`` may still hold an older, higher peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def return_freed_memory_to_os() -> bool:
+    """Serve every allocation >= 128 KiB by mmap, so a freed tensor leaves the RSS at once.
+    Setting the threshold explicitly also switches off glibc's adaptive threshold, which after the
+    first large free would recycle tensors up to 32 MiB inside the heap."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
+def _worker_main(function: Callable, argument, connection) -> None:
+    try:
+        connection.send(("ok", function(argument)))
+    except BaseException:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def worker_context(*preload: str):
+    """A forkserver context that imports torch and the modules ``preload`` once."""
+    context = multiprocessing.get_context("forkserver")
+    # The first backward pass lazily imports sympy through symbolic_shapes (0.7 s here); import it
+    # in the forkserver too, or every worker pays it (pure Python: safe to fork).
+    context.set_forkserver_preload([__name__, *preload, "torch.fx.experimental.symbolic_shapes"])
+    return context
+
+
+def run_in_fresh_process(function: Callable, argument, context, what: str):
+    """``function(argument)`` in a process forked for it (``function`` must be importable by
+    name); its result, or a RuntimeError carrying the worker's traceback."""
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_worker_main, args=(function, argument, sender), name=what)
+    process.start()
+    sender.close()
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(
+            f"the worker measuring the {what} died without a result (exit code {process.exitcode}; killed for memory?)"
+        ) from None
+    finally:
+        receiver.close()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"the worker measuring the {what} failed:\n{payload}")
+    return payload
