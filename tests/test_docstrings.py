@@ -4,10 +4,17 @@ import doctest
 import pytest
 
 import mgic_geo.complexity
+import mgic_geo.data.modelnet
+import mgic_geo.data.synthetic
+import mgic_geo.models.registry
 import mgic_geo.nn.knn
+import mgic_geo.nn.mgic_conv
+
+MODULES = [mgic_geo.complexity, mgic_geo.data.modelnet, mgic_geo.data.synthetic, mgic_geo.models.registry,
+           mgic_geo.nn.knn, mgic_geo.nn.mgic_conv]
 
 
-@pytest.mark.parametrize("module", [mgic_geo.complexity, mgic_geo.nn.knn])
+@pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

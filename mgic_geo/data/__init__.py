@@ -1,0 +1,22 @@
+"""ModelNet-10 point clouds for Lightning: one datamodule over three sources (``.off`` meshes,
+point-cloud files, generated stand-in meshes), the readers and transforms behind it.
+
+See :class:`ModelNet10DataModule` and ``datasets/README.md`` for the layouts.
+"""
+from mgic_geo.data.layout import CLASSES, Layout, download_modelnet10, find_layout
+from mgic_geo.data.modelnet import ModelNet10DataModule, ModelNetShapes, ShapeCache
+from mgic_geo.data.readers import read_mesh, read_points, read_shape
+from mgic_geo.data.synthetic import write_synthetic_modelnet
+from mgic_geo.data.transforms import (
+    NormalizeUnitSphere,
+    RandomAnisotropicScale,
+    RandomShift,
+    ShufflePoints,
+    dgcnn_augmentation,
+)
+
+__all__ = [
+    "CLASSES", "ModelNet10DataModule", "write_synthetic_modelnet", "ModelNetShapes", "ShapeCache", "Layout",
+    "find_layout", "download_modelnet10", "read_mesh", "read_points", "read_shape", "NormalizeUnitSphere",
+    "RandomAnisotropicScale", "RandomShift", "ShufflePoints", "dgcnn_augmentation",
+]

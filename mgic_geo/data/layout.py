@@ -1,0 +1,146 @@
+"""Where ModelNet-10 files live under a data root, and how the source is told from what is there.
+
+The layout is ModelNet's own: ``<class>/{train,test}/<class>_NNNN.<ext>``, directly under the root,
+under ``<root>/ModelNet10/`` (the official archive, extracted) or under ``<root>/raw/`` (PyG's
+``ModelNet`` dataset). Every problem with it is a ``ValueError`` that shows the expected tree.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import urllib.error
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
+SPLITS = ("train", "test")
+MESH_EXTENSIONS = (".off",)
+POINT_EXTENSIONS = (".pcd", ".ply", ".xyz", ".pts", ".txt", ".npy")
+SOURCES = ("auto", "meshes", "points", "synthetic")
+CACHE_DIR = "processed_mgic"
+SYNTHETIC_MARKER = "synthetic_modelnet.json"
+# PyG's ModelNet keeps its own processed tensors in processed/; the archive carries macOS metadata.
+IGNORED = {CACHE_DIR, "processed", "__MACOSX", SYNTHETIC_MARKER}
+MODELNET10_URL = "http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"
+
+LAYOUT = """expected layout (ModelNet's own; the class folders may also sit in <root>/ModelNet10/ or <root>/raw/):
+  <root>/
+    bathtub/
+      train/bathtub_0001.off  bathtub_0002.off  ...
+      test/bathtub_0107.off  ...
+    bed/
+      train/  test/
+    ...       one folder for each of the 10 classes: {classes}
+  meshes are .off files; point clouds may be {points} instead"""
+
+
+def layout_error(root: Path, problem: str) -> ValueError:
+    """A ``ValueError`` stating ``problem`` under ``root`` followed by the expected tree."""
+    tree = LAYOUT.format(classes=", ".join(CLASSES), points=" ".join(POINT_EXTENSIONS))
+    return ValueError(f"ModelNet-10 data root {str(root)!r}: {problem}\n{tree}")
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name not in IGNORED)
+
+
+def _listing(paths: list[Path], limit: int = 5) -> str:
+    names = [p.name + ("/" if p.is_dir() else "") for p in paths[:limit]]
+    return ", ".join(names) + (f", ... ({len(paths)} in all)" if len(paths) > limit else "")
+
+
+def is_empty(root: Path) -> bool:
+    """``True`` when ``root`` is missing or holds nothing but hidden entries and caches."""
+    return not root.is_dir() or not _visible(root)
+
+
+@dataclass
+class Layout:
+    """The files found under a root: ``files[split]`` lists ``(path, label)`` pairs, sorted by class
+    (in :data:`CLASSES` order) and file name."""
+
+    root: Path
+    data_dir: Path
+    source: str
+    files: dict[str, list[tuple[Path, int]]]
+
+
+def find_layout(root: str | Path, source: str = "auto") -> Layout:
+    """Check the folders under ``root`` and list the shape files of each split.
+
+    ``source="auto"`` picks ``"meshes"`` when the split folders hold ``.off`` files and ``"points"``
+    when they hold point-cloud files; ``"synthetic"`` data are meshes. Raises ``ValueError`` (with
+    the expected tree) for a missing or empty root, unknown or missing class folders, a missing
+    split folder, an empty split folder, unsupported files, or files that do not fit ``source``.
+    """
+    root = Path(root)
+    if source not in SOURCES:
+        raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}")
+    if is_empty(root):
+        where = "does not exist" if not root.exists() else "is empty"
+        raise layout_error(root, f"the folder {where}; copy ModelNet-10 there, pass download=True (online), or use "
+                                 "source='synthetic' for generated stand-in shapes")
+    candidates = [root, root / "ModelNet10", root / "raw"]
+    data_dir = next((c for c in candidates if c.is_dir() and any((c / name).is_dir() for name in CLASSES)), None)
+    if data_dir is None:
+        raise layout_error(root, f"no class folders found; it holds {_listing(_visible(root))}")
+    folders = [p for p in _visible(data_dir) if p.is_dir()]
+    unknown = [p for p in folders if p.name not in CLASSES]
+    if unknown:
+        raise layout_error(data_dir, f"unknown class folders: {_listing(unknown)}")
+    missing = [name for name in CLASSES if not (data_dir / name).is_dir()]
+    if missing:
+        raise layout_error(data_dir, f"missing class folders: {', '.join(missing)}")
+    files: dict[str, list[tuple[Path, int]]] = {}
+    for split in SPLITS:
+        files[split] = []
+        for label, name in enumerate(CLASSES):
+            folder = data_dir / name / split
+            if not folder.is_dir():
+                raise layout_error(data_dir, f"missing split folder {name}/{split}/")
+            entries = _visible(folder)
+            unexpected = [p for p in entries if p.is_dir() or p.suffix.lower() not in MESH_EXTENSIONS + POINT_EXTENSIONS]
+            if unexpected:
+                raise layout_error(data_dir, f"{name}/{split}/ holds entries that are not shape files: {_listing(unexpected)}")
+            if not entries:
+                raise layout_error(data_dir, f"the class folder {name}/{split}/ is empty")
+            files[split] += [(path, label) for path in entries]
+    meshes = [p for split in SPLITS for p, _ in files[split] if p.suffix.lower() in MESH_EXTENSIONS]
+    points = [p for split in SPLITS for p, _ in files[split] if p.suffix.lower() in POINT_EXTENSIONS]
+    if source == "auto":
+        source = "synthetic" if (root / SYNTHETIC_MARKER).is_file() else "meshes" if meshes else "points"
+    wanted, other = (points, meshes) if source == "points" else (meshes, points)
+    if other:
+        kinds = (".off meshes", "point-cloud files") if source == "points" else ("point-cloud files", ".off meshes")
+        raise layout_error(data_dir, f"source={source!r} reads {kinds[1]}, but found {len(other)} {kinds[0]} (e.g. "
+                                     f"{other[0].relative_to(data_dir)}) beside {len(wanted)}; keep one kind per root")
+    return Layout(root=root, data_dir=data_dir, source=source, files=files)
+
+
+def download_modelnet10(root: str | Path, *, url: str = MODELNET10_URL) -> Path:
+    """Download and extract the official ModelNet-10 archive into ``root/ModelNet10`` (the URL that
+    PyG's ``ModelNet(root, "10")`` uses). Only an empty ``root`` is written to; the archive goes to a
+    hidden temporary folder under ``root``, removed afterwards. Offline (or on a broken archive) a
+    ``RuntimeError`` names the URL and says how to place the files by hand."""
+    from torch_geometric.data import download_url, extract_zip
+
+    root = Path(root)
+    if not is_empty(root):
+        raise ValueError(f"download: {str(root)!r} is not empty; downloads go only into an empty root")
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        try:
+            archive = download_url(url, str(scratch))
+            extract_zip(archive, str(scratch), log=False)
+        except (urllib.error.URLError, OSError, zipfile.BadZipFile) as err:
+            raise RuntimeError(f"could not download ModelNet-10 from {url} into {str(root)!r} ({err}); offline, extract "
+                               f"ModelNet10.zip there by hand so that {root}/ModelNet10/bathtub/train/... exists") from err
+        extracted = scratch / "ModelNet10"
+        if not extracted.is_dir():
+            raise RuntimeError(f"the archive from {url} holds no ModelNet10/ folder (it holds {_listing(_visible(scratch))})")
+        extracted.rename(root / "ModelNet10")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # our own scratch folder only
+    return root / "ModelNet10"

@@ -1,0 +1,316 @@
+"""ModelNet10DataModule end to end on small roots in tmp_path: batches, seeding, augmentation, the
+parsed-shape cache, point-cloud roots, bad files and bad arguments. Raw files are never changed."""
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mgic_geo.data.modelnet as modelnet
+from mgic_geo.data import CLASSES, ModelNet10DataModule, write_synthetic_modelnet
+
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "modelnet10-real-sample" / "bathtub" / "train"
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return write_synthetic_modelnet(tmp_path_factory.mktemp("synthetic"), shapes_per_class=(3, 2))
+
+
+def copy(synthetic, tmp_path) -> Path:
+    """A plain (marker-less, so ``auto`` sees meshes) copy of the synthetic root."""
+    return Path(shutil.copytree(synthetic, tmp_path / "root", ignore=shutil.ignore_patterns("*.json")))
+
+
+def raw(root):
+    return {p.relative_to(root): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file() and "processed_mgic" not in p.parts}
+
+
+def module(root, **kwargs) -> ModelNet10DataModule:
+    options = {"num_points": 64, "batch_size": 4, **kwargs}
+    dm = ModelNet10DataModule(root=str(root), **options)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_batches_have_the_promised_shapes_and_types(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    before = raw(root)
+    dm = module(root, augment=False)
+    assert dm.num_classes == 10 and dm.class_names == list(CLASSES) and dm.layout.source == "meshes"
+    train = list(dm.train_dataloader())
+    assert len(train) == 30 // 4  # drop_last
+    for batch in train + list(dm.val_dataloader()):
+        size = batch.num_graphs
+        assert batch.pos.dtype == torch.float32 and batch.pos.shape == (size * 64, 3)
+        assert batch.batch.shape == (size * 64,) and torch.equal(batch.batch, torch.arange(size).repeat_interleave(64))
+        assert batch.y.dtype == torch.long and batch.y.shape == (size,)
+        radius = torch.stack([batch.pos[batch.batch == i].norm(dim=1).max() for i in range(size)])
+        assert torch.allclose(radius, torch.ones(size), atol=1e-5)  # every cloud normalised (no augmentation)
+    assert sorted(torch.cat([b.y for b in dm.test_dataloader()]).tolist()) == [c for c in range(10) for _ in range(2)]
+    assert (root / "processed_mgic" / "v1" / "chair" / "train").is_dir()
+    assert raw(root) == before
+
+
+def test_test_sampling_is_seeded_across_datamodules_and_epochs(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    first, second = module(root), module(root)
+    epochs = [torch.cat([b.pos for b in dm.test_dataloader()]) for dm in (first, first, second)]
+    assert torch.equal(epochs[0], epochs[1]) and torch.equal(epochs[0], epochs[2])
+    assert torch.equal(torch.cat([b.pos for b in first.val_dataloader()]), epochs[0])  # validation = test split
+    other_seed = module(root, seed=1)
+    assert not torch.equal(torch.cat([b.pos for b in other_seed.test_dataloader()]), epochs[0])
+
+
+def test_training_draws_fresh_augmented_points_and_a_seeded_order(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    dm = module(root)
+    a, b = dm.train_set[0].pos, dm.train_set[0].pos
+    assert not torch.equal(a, b)
+    loader = dm.train_dataloader()
+    order = [torch.cat([batch.y for batch in loader]) for _ in range(2)]
+    assert not torch.equal(order[0], order[1])  # reshuffled each epoch
+    assert not torch.equal(torch.cat([batch.y for batch in dm.train_dataloader()]), order[0])  # and on a reload
+    again = torch.cat([batch.y for batch in module(root).train_dataloader()])
+    assert torch.equal(again, order[0])  # ... from a generator seeded with `seed`
+    radii = torch.stack([dm.train_set[i].pos.norm(dim=1).max() for i in range(30)])
+    assert (radii - 1).abs().max() > 0.05  # scaled and shifted out of the unit sphere's surface
+
+
+def test_augment_false_is_the_identity_after_normalisation(synthetic, tmp_path):
+    dm = module(copy(synthetic, tmp_path), augment=False)
+    assert dm.train_transform is None and dm.train_set.transform is None
+    torch.manual_seed(7)
+    item = dm.train_set[5]
+    torch.manual_seed(7)
+    plain = dm.train_set._sample(dm.cache.load(dm.train_set.files[5][0]))
+    assert torch.equal(item.pos, plain.pos)
+    assert ModelNet10DataModule(root="x").train_transform is not None
+
+
+def test_the_cache_is_reused_and_refreshed_when_a_raw_file_changes(synthetic, tmp_path, monkeypatch):
+    root = copy(synthetic, tmp_path)
+    module(root)
+    cache = sorted((root / "processed_mgic").rglob("*.pt"))
+    assert len(cache) == 50
+
+    def no_parsing(path):
+        raise AssertionError(f"{path} parsed again")
+    monkeypatch.setattr(modelnet, "read_shape", no_parsing)
+    dm = module(root)
+    next(iter(dm.train_dataloader()))
+    monkeypatch.undo()
+    edited = root / "bed" / "test" / "bed_0005.off"
+    text = edited.read_text()
+    edited.write_text(text.replace("OFF\n", "OFF\n# edited\n", 1))
+    dm = module(root)
+    entries = sorted((root / "processed_mgic" / "v1" / "bed" / "test").glob("bed_0005.off.*.pt"))
+    assert len(entries) == 1 and entries[0] not in cache  # re-parsed, the stale entry replaced
+    assert len(sorted((root / "processed_mgic").rglob("*.pt"))) == 50
+
+
+def test_an_unwritable_cache_falls_back_to_memory_with_one_warning(synthetic, tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(modelnet.torch, "save", read_only)
+    with pytest.warns(UserWarning, match="cannot write the shape cache") as caught:
+        dm = module(copy(synthetic, tmp_path))
+    assert len([w for w in caught if "shape cache" in str(w.message)]) == 1
+    assert len(dm.cache.memory) == 50 and dm.train_set[0].pos.shape == (64, 3)
+
+
+def write_points_root(root: Path) -> None:
+    """Ten classes of little clouds, a different format per class, one with huge units, one sparse."""
+    import open3d
+
+    rng = np.random.default_rng(0)
+    formats = [".npy", ".xyz", ".txt", ".pts", ".pcd", ".ply", ".npy", ".xyz", ".txt", ".npy"]
+    for label, (name, suffix) in enumerate(zip(CLASSES, formats)):
+        for split, numbers in (("train", (1, 2, 3)), ("test", (4,))):
+            (root / name / split).mkdir(parents=True)
+            for number in numbers:
+                points = rng.normal(size=(200, 3)) * (1 + label)
+                if name == "bed":
+                    points = points * 1e5 + 3e5  # huge units
+                if name == "toilet" and split == "test":
+                    points = points[:10]  # fewer points than num_points
+                path = root / name / split / f"{name}_{number:04d}{suffix}"
+                if suffix == ".npy":
+                    np.save(path, points)
+                elif suffix in (".pcd", ".ply"):
+                    open3d.io.write_point_cloud(str(path), open3d.geometry.PointCloud(open3d.utility.Vector3dVector(points)))
+                else:
+                    np.savetxt(path, points, delimiter="," if suffix == ".txt" else " ")
+
+
+def test_a_point_cloud_root_is_detected_and_normalised(tmp_path):
+    root = tmp_path / "points"
+    write_points_root(root)
+    before = raw(root)
+    dm = module(root, augment=False)
+    assert dm.layout.source == "points" and len(dm.train_set) == 30 and len(dm.test_set) == 10
+    huge = [i for i, (path, _) in enumerate(dm.train_set.files) if "bed" in path.name]
+    for i in huge:
+        pos = dm.train_set[i].pos
+        assert pos.norm(dim=1).max() == pytest.approx(1.0, abs=1e-5)
+    sparse = dm.test_set[[p.name for p, _ in dm.test_set.files].index("toilet_0004.npy")].pos
+    assert sparse.shape == (64, 3) and len(torch.unique(sparse, dim=0)) == 10  # all 10 points, repeated
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.pos.shape == (4 * 64, 3)
+    assert raw(root) == before
+
+
+def test_workers_get_distinct_seeds_and_the_same_test_clouds(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    test_serial = torch.cat([b.pos for b in module(root).test_dataloader()])
+    runs = []
+    for _ in range(2):
+        parallel = module(root, num_workers=2)
+        assert torch.equal(torch.cat([b.pos for b in parallel.test_dataloader()]), test_serial)
+        parallel.train_set.files = parallel.train_set.files[:1] * 16  # one shape: only the seeds differ
+        runs.append(torch.cat([b.pos for b in parallel.train_dataloader()]).view(16, -1))
+    assert len(torch.unique(runs[0], dim=0)) == 16  # no two workers (or draws) repeat each other
+    assert torch.equal(runs[0], runs[1])  # worker seeds follow `seed`
+
+
+def test_real_meshes_run_through_the_datamodule(synthetic, tmp_path):
+    real = sorted(REAL.glob("bathtub_000[124].off"))
+    if not real:
+        pytest.skip(f"the real ModelNet sample meshes are not there ({REAL.resolve()})")
+    root = copy(synthetic, tmp_path)
+    for path in (root / "bathtub" / "train").iterdir():
+        path.unlink()
+    for path in real:
+        shutil.copy2(path, root / "bathtub" / "train" / path.name)
+    dm = module(root, augment=False)
+    index = [p.name for p, _ in dm.train_set.files].index("bathtub_0002.off")
+    pos = dm.train_set[index].pos
+    assert pos.shape == (64, 3) and pos.norm(dim=1).max() == pytest.approx(1.0, abs=1e-5)
+    assert raw(root)[Path("bathtub/train/bathtub_0002.off")][0] == (REAL / "bathtub_0002.off").read_bytes()
+
+
+def break_files(root: Path) -> list[Path]:
+    truncated = root / "chair" / "train" / "chair_0002.off"
+    truncated.write_text("\n".join(truncated.read_text().splitlines()[:20]) + "\n")
+    nan = root / "sofa" / "test" / "sofa_0004.off"
+    lines = nan.read_text().splitlines()
+    lines[2] = "nan 0 0"
+    nan.write_text("\n".join(lines) + "\n")
+    return [truncated, nan]
+
+
+def test_bad_files_are_errors_naming_them(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    break_files(root)
+    before = raw(root)
+    dm = ModelNet10DataModule(root=str(root), num_points=64, batch_size=4)
+    dm.prepare_data()  # bad files are reported by setup, once
+    with pytest.raises(ValueError, match=r"2 unreadable shape file\(s\) \(skip_bad=True drops them with a warning\): "
+                                         r".*chair_0002.off: is truncated.*sofa_0004.off: has NaN or infinite"):
+        dm.setup("fit")
+    with pytest.raises(ValueError, match=r"1 unreadable .*sofa_0004.off: has NaN"):
+        ModelNet10DataModule(root=str(root)).setup("test")
+    assert raw(root) == before
+
+
+def test_skip_bad_drops_them_with_one_warning(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    break_files(root)
+    before = raw(root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm = module(root, skip_bad=True)
+    messages = [str(w.message) for w in caught if "skip_bad" in str(w.message)]
+    assert len(messages) == 1 and "dropped 2 unreadable shape file(s)" in messages[0]
+    assert "chair_0002.off" in messages[0] and "sofa_0004.off" in messages[0]
+    assert len(dm.train_set) == 29 and len(dm.test_set) == 19
+    assert raw(root) == before
+    for path in (root / "desk" / "test").iterdir():
+        path.write_text("OFF\n")
+    with pytest.warns(UserWarning, match="dropped 4"), pytest.raises(ValueError, match="no readable test shapes left .* desk"):
+        module(root, skip_bad=True)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_points": 0}, "`num_points` must be a positive integer, got 0"),
+    ({"batch_size": 0}, "`batch_size` must be a positive integer, got 0"),
+    ({"batch_size": 2.0}, "`batch_size` must be a positive integer, got 2.0"),
+    ({"num_workers": -1}, "`num_workers` must be a non-negative integer, got -1"),
+    ({"source": "mesh"}, r"`source` must be one of \('auto', 'meshes', 'points', 'synthetic'\), got 'mesh'"),
+    ({"seed": -3}, "`seed` must be a non-negative integer"),
+    ({"synthetic_shapes": (4,)}, r"`synthetic_shapes` must be a \(train, test\) pair"),
+    ({"synthetic_shapes": (4, 0)}, r"`synthetic_shapes\[1\]` must be a positive integer"),
+    ({"augment": "yes"}, "`augment` must be True or False, got 'yes'"),
+])
+def test_bad_arguments_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelNet10DataModule(root="unused", **kwargs)
+
+
+def test_root_problems_through_the_datamodule(synthetic, tmp_path):
+    with pytest.raises(ValueError, match="is empty; copy ModelNet-10 there, pass download=True"):
+        ModelNet10DataModule(root=str(tmp_path)).prepare_data()
+    with pytest.raises(ValueError, match=r"`batch_size` \(64\) exceeds the 30 training shapes"):
+        module(copy(synthetic, tmp_path), batch_size=64)
+    user = copy(synthetic, tmp_path / "user")
+    before = raw(user)
+    with pytest.raises(ValueError, match="refusing to write synthetic shapes"):
+        ModelNet10DataModule(root=str(user), source="synthetic").prepare_data()
+    assert raw(user) == before
+
+
+def test_synthetic_source_writes_once_and_refuses_other_parameters(tmp_path):
+    root = tmp_path / "synthetic"
+    dm = module(root, source="synthetic", synthetic_shapes=(2, 1))
+    assert len(dm.train_set) == 20 and dm.layout.source == "synthetic"
+    before = raw(root)
+    module(root, source="synthetic", synthetic_shapes=(2, 1), seed=5)  # another training seed shares the root
+    assert module(root).layout.source == "synthetic"  # auto recognises it
+    with pytest.raises(ValueError, match="records synthetic data written with"):
+        module(root, source="synthetic", synthetic_shapes=(3, 1))
+    assert raw(root) == before
+
+
+def test_configurable_from_the_command_line(tmp_path):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(ModelNet10DataModule, "data")
+    config = parser.parse_args(["--data.root", str(tmp_path), "--data.source", "synthetic",
+                                "--data.synthetic_shapes", "[2, 1]", "--data.num_points", "32", "--data.batch_size", "4"])
+    dm = ModelNet10DataModule(**config.data.as_dict())
+    assert dm.synthetic_shapes == (2, 1) and dm.num_points == 32 and dm.source == "synthetic"
+
+
+def test_lightning_trainer_runs_an_epoch(tmp_path):
+    import lightning.pytorch as pl
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(3, 10)
+
+        def step(self, batch):
+            from torch_geometric.nn import global_max_pool
+
+            return torch.nn.functional.cross_entropy(self.head(global_max_pool(batch.pos, batch.batch)), batch.y)
+
+        def training_step(self, batch, index):
+            return self.step(batch)
+
+        def validation_step(self, batch, index):
+            self.log("val_loss", self.step(batch), batch_size=batch.num_graphs)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = ModelNet10DataModule(root=str(tmp_path / "synthetic"), source="synthetic", synthetic_shapes=(2, 1),
+                              num_points=32, batch_size=4)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", default_root_dir=str(tmp_path))
+    trainer.fit(Tiny(), datamodule=dm)
+    assert trainer.global_step == 20 // 4
