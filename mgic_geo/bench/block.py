@@ -58,8 +58,6 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mgic_geo.complexity import count_parameters, profile
-from mgic_geo.core.block import MGICBlock
 from mgic_geo.bench.process import (
     current_rss_bytes,
     peak_rss_bytes,
@@ -69,6 +67,8 @@ from mgic_geo.bench.process import (
     synchronize,
     worker_context,
 )
+from mgic_geo.complexity import count_parameters, profile
+from mgic_geo.core.block import MGICBlock
 from mgic_geo.experiments.report import prepare_output_dir, write_table
 from mgic_geo.layers.conv_norm_act import ChannelMixNormAct, ConvNormAct
 from mgic_geo.validation import check_int
