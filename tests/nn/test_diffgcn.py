@@ -121,3 +121,14 @@ def test_bad_construction(args, kwargs, message):
 def test_bad_inputs(x, pos, edge_index, message):
     with pytest.raises(ValueError, match=message):
         DiffGCNConv(8, 8)(x, pos, edge_index)
+
+
+def test_grouped_equals_a_dense_conv_with_block_diagonal_weights():
+    grouped = DiffGCNConv(8, 12, groups=4)
+    dense = DiffGCNConv(8, 12)
+    with torch.no_grad():
+        dense.mix.weight.copy_(grouped.mix.dense_weight().unsqueeze(0))
+        dense.mix.bias.copy_(grouped.mix.bias)
+    pos, x = torch.randn(40, 3), torch.randn(40, 8)
+    edge_index = knn_graph(pos, 6)
+    torch.testing.assert_close(grouped(x, pos, edge_index), dense(x, pos, edge_index))

@@ -138,3 +138,13 @@ def test_optional_backends_agree_with_ours(backend):
     theirs, ours = knn_graph(x, 10, batch, backend=backend), knn_graph(x, 10, batch, backend="torch")
     for a, b in zip(found_distances(x, theirs), found_distances(x, ours)):
         torch.testing.assert_close(a, b)
+
+
+def test_duplicate_points_are_found_at_distance_zero():
+    x = torch.randn(30, 3).repeat(2, 1)  # every point twice
+    batch = torch.repeat_interleave(torch.arange(2), torch.tensor([25, 35]))
+    edge_index = knn_graph(x, 3, batch, backend="torch")
+    source, target = edge_index
+    assert (source != target).all() and (batch[source] == batch[target]).all()
+    for found, expected in zip(found_distances(x, edge_index), brute_force_distances(x, batch, 3, False)):
+        torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-4)
