@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mgic_geo.core.transfer import GroupedChannelMap
-from mgic_geo.nn import knn
+from mgic_geo.nn import cost
 
 aten = torch.ops.aten
 GROUPED_CHANNEL_MAP = "mgic_geo.grouped_channel_map"
@@ -67,10 +67,13 @@ class Profile:
     macs: int
     macs_by_op: dict[str, int] = field(default_factory=dict)
     knn_macs: int = 0  # distance products of kNN searches, not in ``macs``
+    graph_operator_macs: int = 0  # neighbour sums of graph operators, not in ``macs``
 
     def __str__(self) -> str:
-        knn_part = f" (+ {self.knn_macs / 1e6:.2f} M kNN distance MACs)" if self.knn_macs else ""
-        return f"{self.params / 1e6:.3f} M params, {self.macs / 1e6:.2f} M MACs{knn_part}"
+        extra = [f"{v / 1e6:.2f} M {name} MACs" for name, v in (("kNN distance", self.knn_macs),
+                                                                 ("graph operator", self.graph_operator_macs)) if v]
+        extra_part = f" (+ {', '.join(extra)})" if extra else ""
+        return f"{self.params / 1e6:.3f} M params, {self.macs / 1e6:.2f} M MACs{extra_part}"
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -113,28 +116,27 @@ def profile(model: nn.Module, *inputs, **kwargs) -> Profile:
         if isinstance(module, GroupedChannelMap):
             handles.append(module.register_forward_pre_hook(before))
             handles.append(module.register_forward_hook(after))
-    knn_macs = 0
+    reported: Counter = Counter()  # kind -> MACs reported through mgic_geo.nn.cost
 
-    def observe_search(macs: int) -> None:
-        nonlocal knn_macs
-        knn_macs += macs
+    def observe(kind: str, macs: int) -> None:
+        reported[kind] += macs
 
     was_training = model.training
-    knn.distance_cost_observers.append(observe_search)
+    cost.observers.append(observe)
     try:
         model.eval()
         with torch.no_grad(), counter:
             model(*inputs, **kwargs)
     finally:
         model.train(was_training)
-        knn.distance_cost_observers.remove(observe_search)
+        cost.observers.remove(observe)
         for handle in handles:
             handle.remove()
 
     by_op = Counter({str(op): flops for op, flops in counter.flop_counts["Global"].items()})
     by_op.subtract({str(op): flops for op, flops in counted_inside.items()})
     by_op[GROUPED_CHANNEL_MAP] += true_grouped
-    by_op[str(aten.bmm)] -= 2 * knn_macs  # the searches' batched products
+    by_op[str(aten.bmm)] -= 2 * sum(reported.values())  # both run as batched products
     macs_by_op = {op: flops // 2 for op, flops in sorted(by_op.items()) if flops > 0}
     return Profile(params=count_parameters(model), macs=sum(macs_by_op.values()), macs_by_op=macs_by_op,
-                   knn_macs=knn_macs)
+                   knn_macs=reported["knn"], graph_operator_macs=reported["graph operators"])

@@ -55,6 +55,10 @@ class Clouds:
     def knn(self, x: Tensor, k: int) -> Tensor:
         return knn_graph(x, k, self.batch, cloud_size=self.size)
 
+    def regular_degree(self, k: int) -> int | None:
+        """``k`` when :meth:`knn` gives every point exactly ``k`` neighbours, listed point by point."""
+        return k if self.size is not None and self.size > k else None
+
     def pool(self, x: Tensor, reduce: str) -> Tensor:
         """``[N, C]`` -> ``[clouds, C]``: ``"max"`` or ``"mean"`` over each cloud."""
         if self.size is not None:

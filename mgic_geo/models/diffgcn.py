@@ -100,13 +100,13 @@ class DiffGCNNet(nn.Module):
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         clouds = Clouds.of(pos, batch, self.num_points)
         graph = clouds.knn(pos, self.k)
-        x = self.stem(pos, pos, graph)
+        x = self.stem(pos, pos, graph, k=clouds.regular_degree(self.k))
         for stage, (widen, block) in enumerate(zip(self.widen, self.blocks)):
             if stage:
                 index, clouds = clouds.subsample(pos)
                 x, pos = neighbourhood_mean(x, graph)[index], pos[index]
                 graph = clouds.knn(pos, self.k)
-            x = block(widen(x), pos, graph)
+            x = block(widen(x), pos, graph, k=clouds.regular_degree(self.k))
         return self.head(clouds.global_pool(x))
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mgic_geo.core.transfer import GroupedChannelMap
+from mgic_geo.nn.knn import check_knn_layout
 
 
 class _NeighbourExtremes(torch.autograd.Function):
@@ -67,6 +68,29 @@ class _NeighbourExtremes(torch.autograd.Function):
         return grad_b, None, None
 
 
+class _RegularNeighbourExtremes(torch.autograd.Function):
+    """:class:`_NeighbourExtremes` for a graph with ``k`` edges per node, node by node: the
+    extremes are reductions over ``[N, k, C]`` blocks, no scatters."""
+
+    @staticmethod
+    def forward(ctx, b: Tensor, source: Tensor, k: int):
+        nodes, channels = b.shape
+        neighbours = b.index_select(0, source).view(nodes, k, channels)
+        largest, where_largest = neighbours.max(dim=1)
+        smallest, where_smallest = neighbours.min(dim=1)
+        sources = source.view(nodes, k)
+        ctx.save_for_backward(sources.gather(1, where_largest), sources.gather(1, where_smallest))
+        return largest, smallest
+
+    @staticmethod
+    def backward(ctx, grad_largest: Tensor, grad_smallest: Tensor):
+        source_of_largest, source_of_smallest = ctx.saved_tensors
+        grad_b = torch.zeros_like(grad_largest)
+        grad_b.scatter_add_(0, source_of_largest, grad_largest)
+        grad_b.scatter_add_(0, source_of_smallest, grad_smallest)
+        return grad_b, None, None
+
+
 class EdgeConv(nn.Module):
     r"""EdgeConv + BatchNorm + LeakyReLU with the per-node decomposition (module docstring).
 
@@ -77,6 +101,10 @@ class EdgeConv(nn.Module):
         eps (float): BatchNorm epsilon. (default: ``1e-5``)
         momentum (float): BatchNorm running-statistics momentum. (default: ``0.1``)
         groups (int): channel groups of the linear part; must divide both widths. (default: ``1``)
+
+    ``forward(x, edge_index, *, k=None)``: pass ``k`` when ``edge_index`` lists exactly ``k``
+    edges per node, node by node (:func:`~mgic_geo.nn.knn_graph`'s output when every cloud has more
+    than ``k`` points): the neighbour reductions then run as ``[N, k]`` blocks, without scatters.
 
     Shapes:
         - **input:** node features :math:`(N, C_{in})`, edge indices :math:`(2, E)` (source, target)
@@ -108,22 +136,31 @@ class EdgeConv(nn.Module):
         self.running_mean.zero_()
         self.running_var.fill_(1.0)
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, *, k: int | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"expected edge_index [2, E], got {tuple(edge_index.shape)}")
         source, target = edge_index[0], edge_index[1]
         a, b = self.centre(x), self.offset(x)  # [N, C_out]: the x_i part and the x_j part
-        largest, smallest = _NeighbourExtremes.apply(b, source, target)
+        if k is not None:
+            check_knn_layout(edge_index, x.shape[0], k)
+            largest, smallest = _RegularNeighbourExtremes.apply(b, source, k)
+        else:
+            largest, smallest = _NeighbourExtremes.apply(b, source, target)
 
         if self.training:
             # Gathered again (the extremes gather inside their autograd function, whose backward
             # must not keep an [E, C] tensor); eval mode needs none of this.
-            b_neighbours = b[source]
-            degree = torch.zeros_like(a[:, 0]).index_add_(0, target, torch.ones_like(b_neighbours[:, 0]))[:, None]
-            neighbour_sum = torch.zeros_like(a).index_add_(0, target, b_neighbours)
-            neighbour_square_sum = torch.zeros_like(a).index_add_(0, target, b_neighbours.square())
+            b_neighbours = b.index_select(0, source)
+            if k is not None:
+                degree = torch.full_like(a[:, :1], k)
+                neighbour_sum = b_neighbours.view(-1, k, b.shape[1]).sum(1)
+                neighbour_square_sum = b_neighbours.square().view(-1, k, b.shape[1]).sum(1)
+            else:
+                degree = torch.zeros_like(a[:, 0]).index_add_(0, target, torch.ones_like(b_neighbours[:, 0]))[:, None]
+                neighbour_sum = torch.zeros_like(a).index_add_(0, target, b_neighbours)
+                neighbour_square_sum = torch.zeros_like(a).index_add_(0, target, b_neighbours.square())
             edges = source.numel()
             mean = ((degree * a).sum(0) + neighbour_sum.sum(0)) / edges
             mean_square = (degree * a.square() + 2 * a * neighbour_sum + neighbour_square_sum).sum(0) / edges

@@ -27,12 +27,10 @@ import importlib.util
 import torch
 from torch import Tensor
 
+from mgic_geo.nn import cost
 from mgic_geo.validation import check_int
 
 MAX_DISTANCE_ELEMENTS = 2**20
-# Callables told the multiply-accumulates of every distance search of the torch backend, so that
-# mgic_geo.complexity.profile can report the kNN cost on its own line.
-distance_cost_observers: list = []
 BACKENDS = ("auto", "torch", "torch_cluster", "pyg_lib")
 
 
@@ -90,8 +88,7 @@ def _knn_stacked(points: Tensor, k: int, loop: bool) -> Tensor:
                 chunk[:, local, local + start] = float("inf")
             torch.topk(chunk, keep, dim=-1, largest=False, sorted=True,
                        out=(nearest_scores[first:last, start:stop], neighbours[first:last, start:stop]))
-    for observe in distance_cost_observers:
-        observe(clouds * size * size * queries_all.shape[-1])
+    cost.report("knn", clouds * size * size * queries_all.shape[-1])
     return neighbours
 
 
@@ -134,6 +131,19 @@ def _knn_fixed_size(x: Tensor, k: int, batch: Tensor | None, loop: bool, cloud_s
         expected = torch.arange(clouds, device=x.device).repeat_interleave(cloud_size)
         torch._assert_async((batch == expected).all(), "knn_graph: `batch` does not hold clouds of `cloud_size` points")
     return _edges(_knn_stacked(x.view(clouds, cloud_size, x.shape[1]), k, loop), offsets)
+
+
+def check_knn_layout(edge_index: Tensor, num_nodes: int, k: int) -> None:
+    """Check that ``edge_index`` lists exactly ``k`` incoming edges per node, node by node (what
+    :func:`knn_graph` returns when every cloud has more than ``k`` points), so that layers may
+    reduce over neighbours as ``[N, k]`` blocks. The shape is checked at once, the order
+    asynchronously (``torch._assert_async``: no host synchronisation)."""
+    check_int("k", k)
+    if edge_index.shape[1] != num_nodes * k:
+        raise ValueError(f"`k`={k} promises {num_nodes} x {k} edges grouped by target, but edge_index has "
+                         f"{edge_index.shape[1]} edges")
+    expected = torch.arange(num_nodes, device=edge_index.device).repeat_interleave(k)
+    torch._assert_async((edge_index[1] == expected).all(), "edge_index does not list k edges per node, node by node")
 
 
 def knn_graph(

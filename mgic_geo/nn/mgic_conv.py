@@ -50,12 +50,17 @@ class DiffGCNNormAct(nn.Module):
         self.conv.reset_parameters()
         self.norm.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor) -> Tensor:
-        return self.act(self.norm(self.conv(x, pos, edge_index)))
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, *, k: int | None = None) -> Tensor:
+        return self.act(self.norm(self.conv(x, pos, edge_index, k=k)))
 
     def __repr__(self) -> str:
         groups = f", groups={self.groups}" if self.groups > 1 else ""
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}{groups})"
+
+
+def _regular_degree(k: int, cloud_size: int | None) -> int | None:
+    """``k`` when a kNN graph of clouds of ``cloud_size`` points has exactly k edges per node."""
+    return k if cloud_size is not None and cloud_size > k else None
 
 
 def _check_conv(conv: str) -> None:
@@ -77,6 +82,9 @@ class MGICConv(nn.Module):
         coarsest (int): :math:`s_c`, the coarsest width. (default: ``16``)
         level_rule (str): ``"paper"`` or ``"official"`` (:mod:`mgic_geo.core.plan`).
         transfer_init (str): ``"average"`` or ``"kaiming"``.
+
+    ``forward(x, pos, edge_index, *, k=None)``: ``k`` as :class:`~mgic_geo.nn.DiffGCNConv` (the
+    graph lists exactly ``k`` edges per node, node by node: faster neighbour reductions).
 
     Shapes:
         - **input:** node features :math:`(N, C)`, positions :math:`(N, 3)` (``None`` allowed for
@@ -130,14 +138,14 @@ class MGICConv(nn.Module):
     def reset_parameters(self) -> None:
         self.block.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor | None, edge_index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor | None, edge_index: Tensor, *, k: int | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
         if self.conv == "edge":
-            return self.block(x, edge_index)
+            return self.block(x, edge_index, k=k)
         if pos is None:
             raise ValueError("`pos` is required by conv='diffgcn' (its operators use the offsets between points)")
-        return self.block(x, pos, edge_index)
+        return self.block(x, pos, edge_index, k=k)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels}, conv={self.conv!r}, "
@@ -174,7 +182,7 @@ class DynamicMGICConv(MGICConv):
             raise ValueError("`pos` is required by conv='diffgcn' (its operators use the offsets between points)")
         graph_on = pos if self.conv == "diffgcn" else x
         edge_index = knn_graph(graph_on, self.k, batch, cloud_size=cloud_size)
-        return super().forward(x, pos, edge_index)
+        return super().forward(x, pos, edge_index, k=_regular_degree(self.k, cloud_size))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", k={self.k})"
@@ -203,7 +211,8 @@ class DynamicEdgeConv(EdgeConv):
         self.k = k
 
     def forward(self, x: Tensor, batch: Tensor | None = None, *, cloud_size: int | None = None) -> Tensor:
-        return super().forward(x, knn_graph(x, self.k, batch, cloud_size=cloud_size))
+        edge_index = knn_graph(x, self.k, batch, cloud_size=cloud_size)
+        return super().forward(x, edge_index, k=_regular_degree(self.k, cloud_size))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", k={self.k})"
