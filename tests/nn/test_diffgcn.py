@@ -132,3 +132,19 @@ def test_grouped_equals_a_dense_conv_with_block_diagonal_weights():
     pos, x = torch.randn(40, 3), torch.randn(40, 8)
     edge_index = knn_graph(pos, 6)
     torch.testing.assert_close(grouped(x, pos, edge_index), dense(x, pos, edge_index))
+
+
+def test_regular_graph_path_equals_the_general_one():
+    conv = DiffGCNConv(6, 8, groups=2)
+    pos, x = torch.randn(3 * 30, 3), torch.randn(3 * 30, 6, requires_grad=True)
+    edge_index = knn_graph(pos, 5, cloud_size=30)
+    general = conv(x, pos, edge_index)
+    (grad_general,) = torch.autograd.grad(general.square().sum(), x)
+    regular = conv(x, pos, edge_index, k=5)
+    (grad_regular,) = torch.autograd.grad(regular.square().sum(), x)
+    torch.testing.assert_close(regular, general)
+    torch.testing.assert_close(grad_regular, grad_general)
+    with pytest.raises(ValueError, match=r"`k`=4 promises 90 x 4 edges grouped by target, but edge_index has 450"):
+        conv(x, pos, edge_index, k=4)
+    with pytest.raises(RuntimeError, match="does not list k edges per node, node by node"):
+        conv(x, pos, edge_index.flip(1), k=5)

@@ -110,3 +110,19 @@ def test_initial_weights_follow_dgcnn():
     bound = 1 / 64**0.5
     for weight in (conv.centre.weight + conv.offset.weight, conv.offset.weight):
         assert weight.abs().max() <= bound and weight.std() > 0.9 * bound / 3**0.5
+
+
+def test_regular_graph_path_equals_the_general_one(setup):
+    conv, _, x, edge_index = setup  # 3 clouds of 20 points, k = 5
+    general_conv = EdgeConv(6, 10, groups=conv.groups).double()
+    general_conv.load_state_dict(conv.state_dict())
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    regular, general = conv(x1, edge_index, k=5), general_conv(x2, edge_index)
+    torch.testing.assert_close(regular, general)
+    grad = torch.randn_like(regular)
+    regular.backward(grad)
+    general.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    for mine, theirs in zip(conv.parameters(), general_conv.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad)
+    torch.testing.assert_close(conv.running_var, general_conv.running_var)
