@@ -1,0 +1,160 @@
+"""``mgic-geo fit | validate | test``: LightningCLI over PointCloudClassifier and ModelNet10DataModule.
+
+    mgic-geo fit  --config experiments/modelnet10/mgic_diffgcn.yaml [--data.root DIR] [--trainer.max_epochs N]
+    mgic-geo fit  --config experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path last     # resume
+    mgic-geo test --config experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path last     # or a path
+
+What this adds to a plain ``LightningCLI`` (see ``mgic_geo.training`` for the output layout):
+
+- ``trainer.default_root_dir`` defaults to ``outputs/modelnet10/<model>``;
+- a CSV and a TensorBoard logger writing to the same ``<root>/logs/version_<N>/`` (unless
+  ``--trainer.logger`` is given, e.g. ``--trainer.logger false``);
+- a ModelCheckpoint configurable under ``checkpoint.`` that saves ``<root>/checkpoints/last.ckpt`` and
+  ``epoch<NNN>.ckpt`` every ``checkpoint.every_n_epochs`` epochs, monitoring nothing (no checkpoint is
+  chosen by its test accuracy); ``--ckpt_path last`` finds ``last.ckpt`` there, in fit (resume) and in
+  test. Files of an earlier run in the same root are overwritten, not versioned;
+- configuration errors (a missing config file or checkpoint, an unknown model or model argument, a
+  bad data root, ...) end with ``mgic-geo: error: ...`` and exit status 2 instead of a traceback;
+  a bad key or value on the command line is LightningCLI's own usage error (exit status 2).
+
+Distributed: ``--trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the processes), or
+``torchrun --nproc_per_node 2 -m mgic_geo.cli fit ... --trainer.devices 2 --trainer.strategy ddp``;
+``data.batch_size`` is per process. Test with one device for exact numbers (a DistributedSampler pads
+the test split with repeated shapes to split it evenly).
+
+Precision: ``--trainer.precision 32-true`` (the configs' default), ``bf16-mixed`` (CUDA, or CPU where
+it is usually slower unless the CPU has native bf16), ``16-mixed`` (fp16 AMP with a gradient scaler:
+needs CUDA; on a CPU Lightning itself replaces it by ``bf16-mixed`` with a warning, and
+``test_results.json`` records the precision actually used).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+SUBCOMMANDS = ("fit", "validate", "test")
+DEFAULT_RESULTS_ROOT = "outputs/modelnet10"
+
+
+def _raised_by_data(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside ``mgic_geo.data`` (a bad data root, layout or file)."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        path = Path(traceback.tb_frame.f_code.co_filename)
+        if path.parent.name == "data" and path.parent.parent.name == "mgic_geo":
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _option_values(args: list[str], *names: str) -> list[str]:
+    values = []
+    for i, arg in enumerate(args):
+        if arg in names and i + 1 < len(args):
+            values.append(args[i + 1])
+        elif "=" in arg and arg.split("=", 1)[0] in names:
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _check_files(args: list[str]) -> str | None:
+    """The first problem with a config file or checkpoint named on the command line, if any."""
+    for path in _option_values(args, "--config", "-c"):
+        if not Path(path).is_file():
+            return f"config file not found: {path}"
+    for path in _option_values(args, "--ckpt_path"):
+        if path not in ("last", "best", "hpc", "registry", "null", "None") and "://" not in path and not Path(path).is_file():
+            return f"checkpoint not found: {path} (`--ckpt_path last` picks <default_root_dir>/checkpoints/last.ckpt)"
+    return None
+
+
+def _make_cli_class():
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    class MGICLightningCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({
+                "checkpoint.filename": "epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": -1,
+                "checkpoint.every_n_epochs": 1,
+                "checkpoint.enable_version_counter": False,
+            })
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            if not config.trainer.default_root_dir:
+                config.trainer.default_root_dir = os.path.join(DEFAULT_RESULTS_ROOT, str(config.model.model))
+            if config.checkpoint.dirpath is None:
+                config.checkpoint.dirpath = os.path.join(config.trainer.default_root_dir, "checkpoints")
+
+        def instantiate_classes(self) -> None:
+            from mgic_geo.training.module import ConfigurationError
+
+            try:
+                super().instantiate_classes()
+            except (ValueError, MisconfigurationException) as error:  # bad model/data/trainer arguments
+                raise ConfigurationError(str(error)) from error
+
+        def instantiate_trainer(self, **kwargs):
+            trainer_config = self._get(self.config_init, "trainer", default={})
+            if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
+                root = trainer_config.get("default_root_dir") or os.getcwd()
+                csv = CSVLogger(root, name="logs")
+                # the same version for both, computed before any process creates the directory
+                version = csv.version
+                kwargs["logger"] = [
+                    csv,
+                    TensorBoardLogger(root, name="logs", version=version, default_hp_metric=False),
+                ]
+            return super().instantiate_trainer(**kwargs)
+
+    return MGICLightningCLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``fit``, ``validate`` or ``test`` with LightningCLI; ``argv`` starts with the subcommand."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in SUBCOMMANDS and not args[0].startswith("-"):
+        print(f"mgic-geo: error: expected one of {', '.join(SUBCOMMANDS)} first, got {args[:1]}", file=sys.stderr)
+        return 2
+    problem = _check_files(args)
+    if problem:
+        print(f"mgic-geo: error: {problem}", file=sys.stderr)
+        return 2
+    from mgic_geo.data import ModelNet10DataModule
+    from mgic_geo.training.module import ConfigurationError, PointCloudClassifier
+
+    cli_class = _make_cli_class()
+    # LightningCLI warns when given args while sys.argv has some too (a call from Python, e.g. tests);
+    # hand it None where the two agree, so a relaunch by Lightning's DDP launcher sees the same argv.
+    cli_args = None if args == sys.argv[1:] else args
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            cli_class(
+                PointCloudClassifier,
+                ModelNet10DataModule,
+                args=cli_args,
+                auto_configure_optimizers=False,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "mgic-geo", "description": __doc__.splitlines()[0]},
+            )
+    except ValueError as error:
+        # configuration and data-root problems get one line; anything else keeps its traceback
+        if not (isinstance(error, ConfigurationError) or _raised_by_data(error)):
+            raise
+        print(f"mgic-geo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
