@@ -9,12 +9,14 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mgic_geo.core.block import MGICBlock
 from mgic_geo.core.transfer import GroupedChannelMap, TransferOperator
 
 
 def init_weights(model: nn.Module) -> nn.Module:
     """Kaiming-normal (fan-out, ReLU) for convolutions and linear maps, unit scale and zero shift
-    for batch norms, zero biases; MGIC transfer operators keep their own init. Returns ``model``."""
+    for batch norms, zero biases; MGIC transfer operators keep their own init and zero-initialised
+    corrections (``MGICBlock(zero_init_correction=True)``) stay zero. Returns ``model``."""
     for module in model.modules():
         if isinstance(module, TransferOperator):
             continue
@@ -28,4 +30,7 @@ def init_weights(model: nn.Module) -> nn.Module:
             continue
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, MGICBlock):
+            module.init_corrections()
     return model

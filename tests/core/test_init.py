@@ -35,3 +35,17 @@ def test_init_weights_sets_batch_norm_and_biases():
     init_weights(model)
     assert torch.equal(model[1].weight, torch.ones(4))
     assert torch.equal(model[0].bias, torch.zeros(4))
+
+
+def test_zero_initialised_corrections_stay_zero():
+    from mgic_geo.core.block import MGICBlock
+    from mgic_geo.core.init import init_weights
+    from mgic_geo.layers import ChannelMixNormAct
+
+    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16, zero_init_correction=True)
+    assert all(float(n.weight.abs().sum()) == 0 for n in block.norms)
+    init_weights(block)
+    block.reset_parameters()
+    assert all(float(n.weight.abs().sum()) == 0 for n in block.norms)
+    default = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)
+    assert all(bool((n.weight == 1).all()) for n in default.norms)

@@ -26,7 +26,7 @@ def test_is_algorithm_1_over_grouped_graph_convs(conv):
 @pytest.mark.parametrize("conv", CONVS)
 def test_shapes_and_gradients_reach_every_parameter(conv):
     x, pos, batch = clouds()
-    layer = MGICConv(32, conv=conv, group_size=4, coarsest=8)
+    layer = MGICConv(32, conv=conv, group_size=4, coarsest=8, zero_init_correction=False)
     x.requires_grad_()
     out = layer(x, pos, knn_graph(pos, 10, batch))
     assert out.shape == (120, 32)
@@ -114,7 +114,26 @@ def test_reprs_and_reset_parameters():
     layer.reset_parameters()
     after = list(layer.parameters())
     assert all(not torch.equal(a, b + 1.0) for a, b in zip(after, before))
-    assert all(torch.equal(n.weight, torch.ones_like(n.weight)) for n in layer.block.norms)
+    assert all(torch.equal(n.weight, torch.zeros_like(n.weight)) for n in layer.block.norms)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_corrections_start_closed_and_open_from_the_finest(conv):
+    """With zero-initialised N_j the block starts as its finest level block; the finest
+    correction's scale gets a gradient at once, and once it is open, so do the coarser ones."""
+    x, pos, batch = clouds()
+    graph = knn_graph(pos, 10, batch)
+    layer = MGICConv(32, conv=conv, group_size=4, coarsest=8)
+    finest = layer.block.blocks[0]
+    args = (x, graph) if conv == "edge" else (x, pos, graph)
+    torch.testing.assert_close(layer(x, pos, graph), finest(*args))
+    layer(x, pos, graph).square().sum().backward()
+    assert layer.block.norms[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        layer.block.norms[0].weight.fill_(0.1)
+    layer.zero_grad()
+    layer(x, pos, graph).square().sum().backward()
+    assert layer.block.norms[1].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize(
