@@ -6,7 +6,9 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["torch", "torchvision", "torch_geometric", "lightning", "torchmetrics", "matplotlib", "skimage", "open3d"]
+    "module",
+    ["torch", "torchvision", "torch_geometric", "lightning", "torchmetrics", "jsonargparse", "tensorboard", "matplotlib",
+     "skimage", "open3d"],
 )
 def test_dependency_imports(module):
     importlib.import_module(module)
