@@ -160,3 +160,23 @@ def test_bad_inputs():
         DynamicMGICConv(32)(x, None, batch)
     with pytest.raises(ValueError, match=r"`cloud_size`=50 must divide the number of points 120"):
         DynamicMGICConv(32)(x, pos, batch, cloud_size=50)
+
+
+@pytest.mark.parametrize("regular", [False, True], ids=["general", "regular"])
+@pytest.mark.parametrize("layer_name", ["DiffGCNConv", "EdgeConv", "DynamicEdgeConv"])
+def test_single_layers_are_permutation_equivariant(layer_name, regular):
+    from mgic_geo.nn import DiffGCNConv
+
+    x, pos, _ = clouds(count=1, size=50, channels=8)
+    permutation = torch.randperm(50)
+    k = 6 if regular else None
+    if layer_name == "DiffGCNConv":
+        layer = DiffGCNConv(8, 16, groups=2)
+        run = lambda x, pos: layer(x, pos, knn_graph(pos, 6), k=k)  # noqa: E731
+    elif layer_name == "EdgeConv":
+        layer = EdgeConv(8, 16, groups=2).eval()
+        run = lambda x, pos: layer(x, knn_graph(x, 6), k=k)  # noqa: E731
+    else:
+        layer = DynamicEdgeConv(8, 16, k=6).eval()
+        run = lambda x, pos: layer(x, cloud_size=50 if regular else None)  # noqa: E731
+    torch.testing.assert_close(run(x[permutation], pos[permutation]), run(x, pos)[permutation], rtol=1e-4, atol=1e-5)
