@@ -11,9 +11,14 @@ import multiprocessing
 import os
 import resource
 import traceback
+import warnings
 from typing import Callable
 
 import torch
+
+# Imported first in every forkserver (see worker_context): PyG's import calls torch.jit.script,
+# which torch >= 2.10 deprecates, and each worker would print that warning.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 
 def synchronize(device: torch.device) -> None:
