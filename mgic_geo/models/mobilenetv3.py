@@ -1,0 +1,284 @@
+"""MobileNetV3 (Large/Small) and its multigrid-in-channels version (paper Sec. 5.2, Table 4).
+
+The plain builders are torchvision's :class:`~torchvision.models.MobileNetV3` built from
+torchvision's own architecture tables (``_mobilenet_v3_conf``), so ``mobilenetv3_large()`` has
+exactly torchvision's 5,483,032 parameters.
+
+The MGIC builders keep the MobileNetV3 shell of the paper untouched (3x3 stem, the 1x1 last stage
+``c -> 6c``, average pool and the two-layer classifier head) and change only the inverted residual
+blocks, one of two ways:
+
+* **Channel-preserving blocks** (``stride == 1`` and ``c_in == c_out``, the ones with a residual
+  connection) become an :class:`~mgic_geo.core.MGICBlock` over ``c_in`` channels. Its level block
+  (:class:`InvertedResidualLevel`, width ``w``, ``g`` groups) is the same inverted residual at width
+  ``w``: a grouped 1x1 expand to ``w * t`` channels (``t`` the block's expansion ratio, rounded to a
+  multiple of ``g``), the depthwise ``k x k`` convolution (with the block's dilation) and the
+  squeeze-excitation over *all* expanded channels, a grouped 1x1 project back to ``w``, plus the
+  block's residual ``z + F(z)``. On the coarsest level ``g = 1`` (fully coupled). The residual is
+  added once, inside the level blocks; the MGIC block is not wrapped in a second skip connection
+  (the authors' code adds it twice). With every level block the identity the whole block is the
+  identity, as the residual block it replaces would be.
+* **Blocks that change width or stride** (the stage transitions) stay plain inverted residuals, with
+  their 1x1 expand and project grouped into ``g`` groups, ``g`` the largest count
+  ``<= min(c_in, c_out) / group_size`` dividing ``c_in``, the expanded width and ``c_out``
+  (:func:`transition_groups`). So they cost O(c) for a fixed ``group_size``, and no dense strided
+  1x1 transition is added. At ``group_size = 64`` MobileNetV3's transitions are narrow
+  (``c_in <= 160``), so most get ``g = 1`` or ``2``: channel mixing there is what the paper's
+  "replace the standard MobileNetV3 block with our MGIC block" leaves in place.
+
+With ``s_g = s_c = 64`` and the paper's level rule (``L = floor(log2(c / s_c))``), only blocks of at
+least 128 channels coarsen; at width 1.0 these are the two 160-channel blocks of MobileNetV3-Large
+(widths ``[160, 80]``, groups ``[2, 1]``); narrower blocks are MGIC blocks with a single, fully
+coupled level, i.e. the original inverted residual. ``level_rule="official"`` (always coarsen once,
+as the authors' code does) gives every block at least two levels. The plan of every block is
+inspectable (``block.mgic.widths``, ``block.mgic.groups``).
+
+Squeeze-excitation (torchvision's ``SqueezeExcitation``, hard-sigmoid gate) acts on all expanded
+channels of a level with its usual dense ``e -> e/4 -> e`` maps, as the design brief prescribes; it
+acts on pooled ``1 x 1`` maps, so it adds parameters but almost no MACs.
+
+The MGIC transfer operators keep their averaging init: torchvision's model-wide init loop touches
+only ``nn.Conv2d``/``nn.Linear``/batch norms, not :class:`~mgic_geo.core.TransferOperator`.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable
+
+from torch import Tensor, nn
+from torchvision.models._utils import _make_divisible
+from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3, _mobilenet_v3_conf
+from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
+
+from mgic_geo.core.block import MGICBlock
+from mgic_geo.core.plan import LEVEL_RULES
+from mgic_geo.models.registry import register_model
+from mgic_geo.validation import check_int
+
+__all__ = [
+    "InvertedResidualLevel",
+    "MGICInvertedResidual",
+    "GroupedInvertedResidual",
+    "mobilenetv3_large",
+    "mobilenetv3_small",
+    "mgic_mobilenetv3_large",
+    "mgic_mobilenetv3_small",
+    "transition_groups",
+]
+
+ARCHS = {"large": "mobilenet_v3_large", "small": "mobilenet_v3_small"}
+
+
+def default_norm_layer() -> Callable[..., nn.Module]:
+    """torchvision's MobileNetV3 batch norm (``eps=1e-3``, ``momentum=0.01``)."""
+    return partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+
+
+def _inverted_residual_layers(
+    in_channels: int,
+    expanded: int,
+    out_channels: int,
+    *,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    use_se: bool,
+    use_hs: bool,
+    groups: int,
+    norm_layer: Callable[..., nn.Module],
+) -> nn.Sequential:
+    """expand (grouped 1x1, skipped when ``expanded == in_channels``) -> depthwise k x k -> SE ->
+    project (grouped 1x1, no activation), as torchvision's ``InvertedResidual`` with groups."""
+    activation = nn.Hardswish if use_hs else nn.ReLU
+    layers: list[nn.Module] = []
+    if expanded != in_channels:
+        layers.append(Conv2dNormActivation(in_channels, expanded, kernel_size=1, groups=groups,
+                                           norm_layer=norm_layer, activation_layer=activation))
+    layers.append(Conv2dNormActivation(expanded, expanded, kernel_size=kernel, stride=stride, dilation=dilation,
+                                       groups=expanded, norm_layer=norm_layer, activation_layer=activation))
+    if use_se:
+        layers.append(SqueezeExcitation(expanded, _make_divisible(expanded // 4, 8), scale_activation=nn.Hardsigmoid))
+    layers.append(Conv2dNormActivation(expanded, out_channels, kernel_size=1, groups=groups,
+                                       norm_layer=norm_layer, activation_layer=None))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidualLevel(nn.Module):
+    r"""One level of an MGIC inverted residual: ``z + F(z)`` with ``F`` = grouped 1x1 expand,
+    depthwise ``k x k``, squeeze-excitation over all expanded channels, grouped 1x1 project.
+
+    Args:
+        width (int): channels of the level (input and output).
+        groups (int): groups of the 1x1 expand and project (1 on the coarsest level).
+        cnf (InvertedResidualConfig): the MobileNetV3 block this level reproduces at ``width``:
+            kernel, dilation, SE, activation and expansion ratio
+            ``cnf.expanded_channels / cnf.input_channels``.
+        norm_layer (callable): ``norm_layer(channels) -> nn.Module``.
+
+    The expanded width is ``width * ratio`` rounded to a multiple of ``groups`` (at least
+    ``groups``); with a ratio of 1 there is no expand layer, as in MobileNetV3.
+
+    Shapes:
+        - **input:** :math:`(B, C, H, W)`
+        - **output:** :math:`(B, C, H, W)`
+    """
+
+    def __init__(self, width: int, groups: int, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]):
+        super().__init__()
+        self.in_channels = self.out_channels = width
+        if cnf.expanded_channels == cnf.input_channels:
+            expanded = width
+        else:
+            ratio = cnf.expanded_channels / cnf.input_channels
+            expanded = max(groups, round(width * ratio / groups) * groups)
+        self.expanded_channels = expanded
+        self.block = _inverted_residual_layers(
+            width, expanded, width, kernel=cnf.kernel, stride=1, dilation=cnf.dilation, use_se=cnf.use_se,
+            use_hs=cnf.use_hs, groups=groups, norm_layer=norm_layer,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class MGICInvertedResidual(nn.Module):
+    r"""A channel-preserving MobileNetV3 block (stride 1, ``c_in == c_out``) as an
+    :class:`~mgic_geo.core.MGICBlock` whose level blocks are :class:`InvertedResidualLevel`.
+
+    The residual is added once per level, inside the level blocks; there is no outer skip.
+
+    Shapes:
+        - **input:** :math:`(B, C, H, W)`
+        - **output:** :math:`(B, C, H, W)`
+    """
+
+    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, group_size: int,
+                 coarsest: int, level_rule: str = "paper"):
+        super().__init__()
+        if cnf.stride != 1 or cnf.input_channels != cnf.out_channels:
+            raise ValueError("MGICInvertedResidual needs a channel-preserving block (stride 1, c_in == c_out)")
+        self.in_channels = self.out_channels = cnf.out_channels
+        self._is_cn = False  # read by torchvision's LR-ASPP builder (stage ends), as on its InvertedResidual
+        self.mgic = MGICBlock(cnf.input_channels, partial(InvertedResidualLevel, cnf=cnf, norm_layer=norm_layer),
+                              group_size=group_size, coarsest=coarsest, norm=norm_layer, level_rule=level_rule)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mgic(x)
+
+
+def transition_groups(in_channels: int, expanded: int, out_channels: int, group_size: int) -> int:
+    """Groups of the 1x1 maps of a width- or stride-changing block: the largest count
+    ``<= min(in_channels, out_channels) // group_size`` (at least 1) dividing all three widths."""
+    limit = max(1, min(in_channels, out_channels) // group_size)
+    return max(g for g in range(1, limit + 1) if in_channels % g == 0 and expanded % g == 0 and out_channels % g == 0)
+
+
+class GroupedInvertedResidual(nn.Module):
+    r"""A MobileNetV3 stage transition (width or stride change) with grouped 1x1 expand and
+    project (:func:`transition_groups`); no residual, as in MobileNetV3.
+
+    Shapes:
+        - **input:** :math:`(B, C_{in}, H, W)`
+        - **output:** :math:`(B, C_{out}, H / s, W / s)`
+    """
+
+    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, group_size: int):
+        super().__init__()
+        self.groups = transition_groups(cnf.input_channels, cnf.expanded_channels, cnf.out_channels, group_size)
+        self.in_channels, self.out_channels = cnf.input_channels, cnf.out_channels
+        self._is_cn = cnf.stride > 1
+        self.block = _inverted_residual_layers(
+            cnf.input_channels, cnf.expanded_channels, cnf.out_channels, kernel=cnf.kernel,
+            stride=1 if cnf.dilation > 1 else cnf.stride, dilation=cnf.dilation, use_se=cnf.use_se,
+            use_hs=cnf.use_hs, groups=self.groups, norm_layer=norm_layer,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+def check_width_mult(width_mult) -> float:
+    """Return ``width_mult`` as a float if it is a finite positive number, else raise ``ValueError``."""
+    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not math.isfinite(width_mult) \
+            or width_mult <= 0:
+        raise ValueError(f"`width_mult` must be a positive finite number, got {width_mult!r}")
+    return float(width_mult)
+
+
+def mobilenetv3_config(arch: str, width_mult: float = 1.0, *, reduced_tail: bool = False, dilated: bool = False):
+    """torchvision's ``(inverted_residual_setting, last_channel)`` for ``arch`` in ``{"large", "small"}``,
+    after checking ``width_mult``."""
+    if arch not in ARCHS:
+        raise ValueError(f"`arch` must be one of {sorted(ARCHS)}, got {arch!r}")
+    width_mult = check_width_mult(width_mult)
+    return _mobilenet_v3_conf(ARCHS[arch], width_mult=width_mult, reduced_tail=reduced_tail, dilated=dilated)
+
+
+def mgic_block_factory(*, group_size: int, coarsest: int, level_rule: str = "paper"):
+    """A ``block(cnf, norm_layer)`` for :class:`~torchvision.models.MobileNetV3`: channel-preserving
+    blocks become :class:`MGICInvertedResidual`, the others :class:`GroupedInvertedResidual`."""
+    check_int("group_size", group_size)
+    check_int("coarsest", coarsest)
+    if level_rule not in LEVEL_RULES:
+        raise ValueError(f"`level_rule` must be one of {LEVEL_RULES}, got {level_rule!r}")
+
+    def block(cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]) -> nn.Module:
+        if cnf.stride == 1 and cnf.input_channels == cnf.out_channels:
+            return MGICInvertedResidual(cnf, norm_layer, group_size=group_size, coarsest=coarsest,
+                                        level_rule=level_rule)
+        return GroupedInvertedResidual(cnf, norm_layer, group_size=group_size)
+
+    return block
+
+
+def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float = 1.0,
+                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
+                      mgic: dict | None = None, reduced_tail: bool = False, dilated: bool = False) -> MobileNetV3:
+    """Build torchvision's :class:`~torchvision.models.MobileNetV3`; with ``mgic`` (the keyword
+    arguments of :func:`mgic_block_factory`) its inverted residuals are the MGIC ones."""
+    check_int("num_classes", num_classes)
+    setting, last_channel = mobilenetv3_config(arch, width_mult, reduced_tail=reduced_tail, dilated=dilated)
+    block = mgic_block_factory(**mgic) if mgic is not None else None
+    model = MobileNetV3(setting, last_channel, num_classes=num_classes, block=block,
+                        norm_layer=norm_layer or default_norm_layer(), dropout=dropout)
+    for module in model.modules():  # torchvision's init loop reset BN scales; re-apply MGIC's own
+        if isinstance(module, MGICBlock):
+            module.init_corrections()
+    return model
+
+
+@register_model
+def mobilenetv3_large(*, num_classes: int = 1000, width_mult: float = 1.0,
+                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+    """MobileNetV3-Large (torchvision's, no weights): 5,483,032 parameters at 1000 classes."""
+    return build_mobilenetv3("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
+                             dropout=dropout)
+
+
+@register_model
+def mobilenetv3_small(*, num_classes: int = 1000, width_mult: float = 1.0,
+                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+    """MobileNetV3-Small (torchvision's, no weights)."""
+    return build_mobilenetv3("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
+                             dropout=dropout)
+
+
+@register_model
+def mgic_mobilenetv3_large(*, num_classes: int = 1000, width_mult: float = 1.0, group_size: int = 64,
+                           coarsest: int = 64, level_rule: str = "paper",
+                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+    """MGIC-MobileNetV3-Large (paper Table 4: width 0.6 / 1.0 / 1.2, ``s_g = s_c = 64``)."""
+    return build_mobilenetv3("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
+                             dropout=dropout,
+                             mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})
+
+
+@register_model
+def mgic_mobilenetv3_small(*, num_classes: int = 1000, width_mult: float = 1.0, group_size: int = 64,
+                           coarsest: int = 64, level_rule: str = "paper",
+                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+    """MGIC-MobileNetV3-Small (``s_g = s_c = 64`` by default)."""
+    return build_mobilenetv3("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
+                             dropout=dropout,
+                             mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})

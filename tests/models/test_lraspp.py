@@ -1,0 +1,62 @@
+"""LR-ASPP on (MGIC-)MobileNetV3 backbones (mgic_geo.models.lraspp)."""
+import pytest
+import torch
+from torchvision.models.segmentation import LRASPP
+
+from mgic_geo.core import MGICBlock
+from mgic_geo.models import create_model
+from mgic_geo.models.lraspp import lraspp_mgic_mobilenetv3_large, lraspp_mobilenetv3_large
+
+NAMES = ["lraspp_mobilenetv3_large", "lraspp_mobilenetv3_small",
+         "lraspp_mgic_mobilenetv3_large", "lraspp_mgic_mobilenetv3_small"]
+
+# Measured (21 classes). With s_c = 64 and the paper's level rule no block of the reduced-tail
+# backbones is wide enough (>= 128) to coarsen, so the MGIC networks match the plain ones in size.
+PARAMS = {
+    "lraspp_mobilenetv3_large": 1_747_218,
+    "lraspp_mobilenetv3_small": 515_922,
+    "lraspp_mgic_mobilenetv3_large": 1_747_218,
+    "lraspp_mgic_mobilenetv3_small": 515_922,
+}
+OFFICIAL_RULE_PARAMS = {"lraspp_mgic_mobilenetv3_large": 2_053_786, "lraspp_mgic_mobilenetv3_small": 615_886}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_is_torchvisions_dict_at_input_resolution(name):
+    model = create_model(name, num_classes=5)
+    assert isinstance(model, LRASPP)
+    out = model(torch.randn(2, 3, 40, 32))
+    assert list(out) == ["out"] and out["out"].shape == (2, 5, 40, 32)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pinned_parameter_counts(name):
+    assert sum(p.numel() for p in create_model(name).parameters()) == PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_RULE_PARAMS))
+def test_official_level_rule_coarsens(name):
+    model = create_model(name, level_rule="official")
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_RULE_PARAMS[name]
+    assert all(len(m.widths) >= 2 for m in model.modules() if isinstance(m, MGICBlock))
+
+
+def test_backbone_is_dilated_with_a_reduced_tail_and_128_inter_channels():
+    model = lraspp_mobilenetv3_large()
+    features = model.backbone(torch.randn(1, 3, 64, 64))
+    assert features["low"].shape == (1, 40, 8, 8)  # output stride 8
+    assert features["high"].shape == (1, 480, 4, 4)  # output stride 16; 960 / 2 (reduced tail)
+    assert model.classifier.cbr[0].out_channels == 128
+
+
+def test_mgic_backbone_holds_mgic_blocks():
+    model = lraspp_mgic_mobilenetv3_large()
+    assert any(isinstance(m, MGICBlock) for m in model.modules())
+    assert not any(isinstance(m, MGICBlock) for m in lraspp_mobilenetv3_large().modules())
+
+
+@pytest.mark.parametrize("kwargs, argument", [({"width_mult": 0}, "width_mult"), ({"group_size": 0}, "group_size"),
+                                              ({"num_classes": 0}, "num_classes")])
+def test_bad_arguments_are_rejected(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        lraspp_mgic_mobilenetv3_large(**kwargs)
