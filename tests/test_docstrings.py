@@ -4,13 +4,15 @@ import doctest
 import pytest
 
 import mgic_geo.complexity
+import mgic_geo.data.image_synthetic
+import mgic_geo.data.images
 import mgic_geo.data.modelnet
 import mgic_geo.data.synthetic
 import mgic_geo.models.registry
 import mgic_geo.nn.knn
 import mgic_geo.nn.mgic_conv
 
-MODULES = [mgic_geo.complexity, mgic_geo.data.modelnet, mgic_geo.data.synthetic, mgic_geo.models.registry,
+MODULES = [mgic_geo.complexity, mgic_geo.data.image_synthetic, mgic_geo.data.images, mgic_geo.data.modelnet, mgic_geo.data.synthetic, mgic_geo.models.registry,
            mgic_geo.nn.knn, mgic_geo.nn.mgic_conv]
 
 
