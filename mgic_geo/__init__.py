@@ -1,5 +1,6 @@
 """mgic_geo: Multigrid-in-Channels for PyTorch Geometric point-cloud networks and image CNNs."""
 from mgic_geo.core import ChannelHierarchy, MGICBlock, init_weights
+from mgic_geo.mgicify import MGICifyReport, mgicify
 
 __version__ = "0.1.0"
-__all__ = ["MGICBlock", "ChannelHierarchy", "init_weights", "__version__"]
+__all__ = ["MGICBlock", "ChannelHierarchy", "MGICifyReport", "init_weights", "mgicify", "__version__"]

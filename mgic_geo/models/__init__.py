@@ -1,6 +1,9 @@
 """Every network of the package, behind one registry: ``create_model(name, **kwargs)``, ``list_models()``."""
 from mgic_geo.models import dgcnn as _dgcnn  # noqa: F401  (registers the builders)
 from mgic_geo.models import diffgcn as _diffgcn  # noqa: F401
+from mgic_geo.models import lraspp as _lraspp  # noqa: F401
+from mgic_geo.models import mobilenetv3 as _mobilenetv3  # noqa: F401
+from mgic_geo.models import resnet as _resnet  # noqa: F401
 from mgic_geo.models.dgcnn import DGCNN, PyGExampleDGCNN
 from mgic_geo.models.diffgcn import DiffGCNNet
 from mgic_geo.models.registry import create_model, list_models, register_model
