@@ -30,10 +30,16 @@ COMMANDS = {
         "mgic_geo.bench.block",
         "forward+backward time and peak memory, dense block vs MGIC block",
     ),
+    ("table", "2"): ("mgic_geo.experiments.image_tables", "Table 2: ResNet-56 on CIFAR-10, paper beside ours"),
+    ("table", "3"): ("mgic_geo.experiments.image_tables", "Table 3: ResNet-50 on ImageNet, paper beside ours"),
+    ("table", "4"): ("mgic_geo.experiments.image_tables", "Table 4: MobileNetV3 on ImageNet, paper beside ours"),
+    ("table", "5"): ("mgic_geo.experiments.image_tables", "Table 5: LR-ASPP on Cityscapes, paper beside ours"),
     ("table", "6"): (
         "mgic_geo.experiments.table6",
         "Table 6: ModelNet-10 params, MACs (and accuracy of finished runs) beside the paper's",
     ),
+    ("table", "7"): ("mgic_geo.experiments.image_tables", "Table 7: MGIC-ResNet-56, varying s_c, paper beside ours"),
+    ("table", "8"): ("mgic_geo.experiments.image_tables", "Table 8: MGIC-ResNet-56, varying s_g, paper beside ours"),
     ("bench", "modelnet"): (
         "mgic_geo.bench.modelnet",
         "training samples/s and peak memory of the ModelNet-10 networks on the same batches",

@@ -163,7 +163,8 @@ class ResNet(nn.Module):
         num_classes (int): output classes.
         group_size (int, optional): with ``coarsest``, build the MGIC version with
             :math:`s_g` = ``group_size`` channels per group (of the bottleneck width for bottleneck
-            blocks); it must divide every stage's (bottleneck) width. (default: ``None``, plain)
+            blocks); it must divide every stage's (bottleneck) width that is wider than it (a
+            narrower stage is a single group). (default: ``None``, plain)
         coarsest (int, optional): :math:`s_c` of the MGIC blocks.
         level_rule (str): ``"paper"`` or ``"official"`` (:class:`~mgic_geo.MGICBlock`).
         zero_init_correction (bool): passed to every :class:`~mgic_geo.MGICBlock`.
@@ -202,7 +203,7 @@ class ResNet(nn.Module):
             check_int("coarsest", coarsest)
             for stage in architecture.stages:
                 inner = stage.width // expansion
-                if inner % group_size:
+                if inner % group_size and inner > group_size:  # a narrower stage is one group
                     kind = "bottleneck width" if expansion > 1 else "width"
                     raise ValueError(f"`group_size` ({group_size}) must divide every stage's {kind}; "
                                      f"it does not divide {inner}")
