@@ -12,13 +12,13 @@ adding images does not change the existing ones.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from mgic_geo.data.generated import claim_generated_root
 from mgic_geo.validation import check_int
 
 GENERATOR_VERSION = 1
@@ -75,10 +75,6 @@ def synthetic_image(name: str, size: int, rng: np.random.Generator) -> np.ndarra
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
-def _visible(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
-
-
 def write_synthetic_image_folder(root: str | os.PathLike, *, classes: int = 10, images_per_class: tuple[int, int] = (500, 100),
                                  size: int = 32, seed: int = 0) -> Path:
     """Write procedural images as ``<root>/{train,test}/<class>/<class>_NNNN.png`` (RGB PNG).
@@ -115,25 +111,10 @@ def write_synthetic_image_folder(root: str | os.PathLike, *, classes: int = 10, 
     check_int("size", size, minimum=8)
     check_int("seed", seed, minimum=0)
     root = Path(root)
-    marker = root / SYNTHETIC_IMAGES_MARKER
     wanted = {"generator": "mgic_geo.data.write_synthetic_image_folder", "version": GENERATOR_VERSION, "classes": classes,
               "images_per_class": list(counts), "size": size, "seed": seed}
-    if marker.is_file():
-        try:
-            found = json.loads(marker.read_text())
-        except ValueError:
-            found = marker.read_text()[:200]
-        if found != wanted:
-            raise ValueError(f"{marker} records synthetic images written with {found}, but {wanted} was asked for; "
-                             "nothing was changed: pick another root (or delete that one yourself)")
-    elif _visible(root):
-        raise ValueError(f"refusing to write synthetic images into {str(root)!r}: it already holds files not written by "
-                         f"write_synthetic_image_folder (no {SYNTHETIC_IMAGES_MARKER}); pick an empty or new folder")
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        partial = marker.with_name(f".{marker.name}.partial")
-        partial.write_text(json.dumps(wanted, indent=2) + "\n")
-        os.replace(partial, marker)
+    claim_generated_root(root, SYNTHETIC_IMAGES_MARKER, wanted, what="synthetic images",
+                         writer="write_synthetic_image_folder")
     names = sorted(PATTERNS[:classes])  # the class order ImageFolder will see
     for split_index, split in enumerate(IMAGE_SPLITS):
         first = 1 if split == "train" else counts[0] + 1

@@ -23,13 +23,13 @@ shapes does not change the existing ones.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from mgic_geo.data.layout import CLASSES, SPLITS, SYNTHETIC_MARKER, is_empty
+from mgic_geo.data.generated import claim_generated_root, write_atomically
+from mgic_geo.data.layout import CLASSES, SPLITS, SYNTHETIC_MARKER
 from mgic_geo.validation import check_int
 
 GENERATOR_VERSION = 1
@@ -131,13 +131,6 @@ def off_text(vertices: np.ndarray, faces: np.ndarray) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _write_new(path: Path, text: str) -> None:
-    """Write ``path`` atomically, so an interrupted run never leaves a half-written file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def write_synthetic_modelnet(root: str | os.PathLike, *, shapes_per_class: tuple[int, int] = (40, 10), seed: int = 0) -> Path:
     """Write procedural ModelNet-10 stand-ins as ``<root>/<class>/{train,test}/<class>_NNNN.off``.
 
@@ -168,23 +161,9 @@ def write_synthetic_modelnet(root: str | os.PathLike, *, shapes_per_class: tuple
     check_int("shapes_per_class[1]", counts[1])
     check_int("seed", seed, minimum=0)
     root = Path(root)
-    marker = root / SYNTHETIC_MARKER
     wanted = {"generator": "mgic_geo.data.write_synthetic_modelnet", "version": GENERATOR_VERSION,
               "shapes_per_class": list(counts), "seed": seed}
-    if marker.is_file():
-        try:
-            found = json.loads(marker.read_text())
-        except ValueError:
-            found = marker.read_text()[:200]
-        if found != wanted:
-            raise ValueError(f"{marker} records synthetic data written with {found}, but {wanted} was asked for; "
-                             "nothing was changed: pick another root (or delete that one yourself)")
-    elif not is_empty(root):
-        raise ValueError(f"refusing to write synthetic shapes into {str(root)!r}: it already holds files not written by "
-                         f"write_synthetic_modelnet (no {SYNTHETIC_MARKER}); pick an empty or new folder")
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        _write_new(marker, json.dumps(wanted, indent=2) + "\n")
+    claim_generated_root(root, SYNTHETIC_MARKER, wanted, what="synthetic shapes", writer="write_synthetic_modelnet")
     for label, name in enumerate(CLASSES):
         for split_index, split in enumerate(SPLITS):
             folder = root / name / split
@@ -194,6 +173,6 @@ def write_synthetic_modelnet(root: str | os.PathLike, *, shapes_per_class: tuple
                 path = folder / f"{name}_{number:04d}.off"
                 if not path.exists():
                     rng = np.random.default_rng([seed, label, split_index, number])
-                    _write_new(path, off_text(*synthetic_mesh(name, rng)))
+                    write_atomically(path, off_text(*synthetic_mesh(name, rng)))
     return root
 
