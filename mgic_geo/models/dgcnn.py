@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from mgic_geo.models.clouds import Clouds
-from mgic_geo.models.heads import classifier, pointwise
+from mgic_geo.models.heads import check_network_args, classifier, pointwise, widening_groups
 from mgic_geo.models.registry import register_model
 from mgic_geo.nn import DynamicEdgeConv, DynamicMGICConv, knn_graph
 from mgic_geo.validation import check_int
@@ -61,12 +61,8 @@ class DGCNN(nn.Module):
         num_points: int | None = None,
     ):
         super().__init__()
-        for name, value in (("num_classes", num_classes), ("embedding", embedding), ("k", k)):
-            check_int(name, value)
-        if num_points is not None:
-            check_int("num_points", num_points)
-        if (group_size is None) != (coarsest is None):
-            raise ValueError("`group_size` and `coarsest` go together: give both (MGIC) or neither")
+        check_network_args(num_classes=num_classes, k=k, num_points=num_points, group_size=group_size, coarsest=coarsest)
+        check_int("embedding", embedding)
         self.num_points, self.k = num_points, k
         self.layers = nn.ModuleList()
         in_channels = 3
@@ -78,7 +74,7 @@ class DGCNN(nn.Module):
                 layer = nn.ModuleDict({"block": DynamicMGICConv(width, conv="edge", k=k, group_size=group_size,
                                                                 coarsest=coarsest)})
                 if width != in_channels:
-                    layer["widen"] = pointwise(in_channels, width, groups=_groups(in_channels, width, group_size),
+                    layer["widen"] = pointwise(in_channels, width, groups=widening_groups(in_channels, width, group_size),
                                                act=nn.LeakyReLU(0.2))
                 self.layers.append(layer)
             in_channels = width
@@ -99,14 +95,6 @@ class DGCNN(nn.Module):
         return self.head(clouds.global_pool(self.embed(torch.cat(features, dim=1))))
 
 
-def _groups(in_channels: int, out_channels: int, group_size: int) -> int:
-    """Groups of ``group_size`` input channels for a widening map, as many as divide both widths."""
-    groups = max(1, in_channels // group_size)
-    while in_channels % groups or out_channels % groups:
-        groups -= 1
-    return groups
-
-
 class PyGExampleDGCNN(nn.Module):
     r"""The network of PyG's ``examples/dgcnn_classification.py`` (k = 20), the throughput
     baseline: PyG's ``EdgeConv`` over materialised per-edge features with MLPs
@@ -124,8 +112,7 @@ class PyGExampleDGCNN(nn.Module):
         super().__init__()
         from torch_geometric.nn import MLP, EdgeConv
 
-        check_int("num_classes", num_classes)
-        check_int("k", k)
+        check_network_args(num_classes=num_classes, k=k, num_points=num_points)
         self.k, self.num_points = k, num_points
         self.conv1 = EdgeConv(MLP([2 * 3, 64, 64, 64]), aggr="max")
         self.conv2 = EdgeConv(MLP([2 * 64, 128]), aggr="max")

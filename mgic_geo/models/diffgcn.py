@@ -31,8 +31,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from mgic_geo.models.clouds import Clouds, neighbourhood_mean
-from mgic_geo.models.dgcnn import _groups
-from mgic_geo.models.heads import classifier, pointwise
+from mgic_geo.models.heads import check_network_args, classifier, pointwise, widening_groups
 from mgic_geo.models.registry import register_model
 from mgic_geo.nn import DiffGCNNormAct, MGICConv
 from mgic_geo.validation import check_int
@@ -73,12 +72,7 @@ class DiffGCNNet(nn.Module):
         num_points: int | None = None,
     ):
         super().__init__()
-        check_int("num_classes", num_classes)
-        check_int("k", k)
-        if num_points is not None:
-            check_int("num_points", num_points)
-        if (group_size is None) != (coarsest is None):
-            raise ValueError("`group_size` and `coarsest` go together: give both (MGIC) or neither")
+        check_network_args(num_classes=num_classes, k=k, num_points=num_points, group_size=group_size, coarsest=coarsest)
         if not widths:
             raise ValueError("`widths` must list at least one stage width")
         self.k, self.num_points = k, num_points
@@ -91,7 +85,7 @@ class DiffGCNNet(nn.Module):
                 self.widen.append(pointwise(in_channels, width) if width != in_channels else nn.Identity())
                 self.blocks.append(DiffGCNNormAct(width, width))
             else:
-                groups = _groups(in_channels, width, group_size)
+                groups = widening_groups(in_channels, width, group_size)
                 self.widen.append(pointwise(in_channels, width, groups=groups) if width != in_channels else nn.Identity())
                 self.blocks.append(MGICConv(width, conv="diffgcn", group_size=group_size, coarsest=coarsest))
             in_channels = width

@@ -92,6 +92,7 @@ def test_table_6_targets_at_1024_points():
         (lambda: DiffGCNNet(coarsest=8), "`group_size` and `coarsest` go together"),
         (lambda: DiffGCNNet(widths=()), "`widths` must list at least one stage width"),
         (lambda: create_model("dgcnn", num_points=0), r"`num_points` must be a positive integer, got 0"),
+        (lambda: create_model("dgcnn_pyg_example", num_points=0), r"`num_points` must be a positive integer, got 0"),
         (lambda: create_model("mgic_diffgcn", k=0), r"`k` must be a positive integer, got 0"),
     ],
 )
