@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
-from mgic_geo.nn.knn import knn_graph
+from mgic_geo.nn.knn import knn_graph, regular_degree
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Clouds:
 
     def regular_degree(self, k: int) -> int | None:
         """``k`` when :meth:`knn` gives every point exactly ``k`` neighbours, listed point by point."""
-        return k if self.size is not None and self.size > k else None
+        return regular_degree(k, self.size)
 
     def pool(self, x: Tensor, reduce: str) -> Tensor:
         """``[N, C]`` -> ``[clouds, C]``: ``"max"`` or ``"mean"`` over each cloud."""

@@ -133,6 +133,13 @@ def _knn_fixed_size(x: Tensor, k: int, batch: Tensor | None, loop: bool, cloud_s
     return _edges(_knn_stacked(x.view(clouds, cloud_size, x.shape[1]), k, loop), offsets)
 
 
+def regular_degree(k: int, cloud_size: int | None) -> int | None:
+    """``k`` when :func:`knn_graph` with ``cloud_size`` gives every point exactly ``k`` neighbours,
+    listed point by point (clouds larger than ``k``, no loops), else ``None``: the value layers take
+    as their ``k`` argument."""
+    return k if cloud_size is not None and cloud_size > k else None
+
+
 def check_knn_layout(edge_index: Tensor, num_nodes: int, k: int) -> None:
     """Check that ``edge_index`` lists exactly ``k`` incoming edges per node, node by node (what
     :func:`knn_graph` returns when every cloud has more than ``k`` points), so that layers may

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from mgic_geo.core.block import MGICBlock
 from mgic_geo.nn.diffgcn import DiffGCNConv
 from mgic_geo.nn.edgeconv import EdgeConv
-from mgic_geo.nn.knn import knn_graph
+from mgic_geo.nn.knn import knn_graph, regular_degree
 from mgic_geo.validation import check_int
 
 CONVS = ("diffgcn", "edge")
@@ -58,11 +58,6 @@ class DiffGCNNormAct(nn.Module):
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}{groups})"
 
 
-def _regular_degree(k: int, cloud_size: int | None) -> int | None:
-    """``k`` when a kNN graph of clouds of ``cloud_size`` points has exactly k edges per node."""
-    return k if cloud_size is not None and cloud_size > k else None
-
-
 def _check_conv(conv: str) -> None:
     if conv not in CONVS:
         raise ValueError(f"`conv` must be one of {CONVS}, got {conv!r}")
@@ -84,7 +79,7 @@ class MGICConv(nn.Module):
         transfer_init (str): ``"average"`` or ``"kaiming"``.
         zero_init_correction (bool): start the coarse-grid corrections ``N_j`` at zero scale.
             Measured with ``mgic_diffgcn`` on synthetic ModelNet-10 data (256 points, Adam 0.01,
-            5 epochs): 14 % test accuracy with scale 1 (chance level, no learning), 46 % with 0.
+            5 epochs): 20 % test accuracy with scale 1 (near chance: 10-20 % over 8 epochs), 46 % with 0.
             (default: ``True``)
 
     ``forward(x, pos, edge_index, *, k=None)``: ``k`` as :class:`~mgic_geo.nn.DiffGCNConv` (the
@@ -188,7 +183,7 @@ class DynamicMGICConv(MGICConv):
             raise ValueError("`pos` is required by conv='diffgcn' (its operators use the offsets between points)")
         graph_on = pos if self.conv == "diffgcn" else x
         edge_index = knn_graph(graph_on, self.k, batch, cloud_size=cloud_size)
-        return super().forward(x, pos, edge_index, k=_regular_degree(self.k, cloud_size))
+        return super().forward(x, pos, edge_index, k=regular_degree(self.k, cloud_size))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", k={self.k})"
@@ -218,7 +213,7 @@ class DynamicEdgeConv(EdgeConv):
 
     def forward(self, x: Tensor, batch: Tensor | None = None, *, cloud_size: int | None = None) -> Tensor:
         edge_index = knn_graph(x, self.k, batch, cloud_size=cloud_size)
-        return super().forward(x, edge_index, k=_regular_degree(self.k, cloud_size))
+        return super().forward(x, edge_index, k=regular_degree(self.k, cloud_size))
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", k={self.k})"
