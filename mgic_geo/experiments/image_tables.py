@@ -10,13 +10,12 @@ at the paper's input size (CIFAR-10 32x32, ImageNet 224x224, Cityscapes 1024x204
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from mgic_geo.complexity import profile
-from mgic_geo.experiments.report import write_table
+from mgic_geo.experiments.report import read_test_results, write_table
 from mgic_geo.models import create_model
 
 CIFAR, IMAGENET, CITYSCAPES = (32, 32), (224, 224), (1024, 2048)
@@ -59,19 +58,6 @@ TABLES = {
 UNITS = {"M": 1e6, "G": 1e9}
 
 
-def _runs(results: str | Path) -> list[dict]:
-    root = Path(results)
-    if not root.is_dir():
-        return []
-    runs = []
-    for path in sorted(root.rglob("test_results.json"), key=lambda p: p.stat().st_mtime):
-        try:
-            runs.append(json.loads(path.read_text()) | {"path": str(path)})
-        except ValueError as error:
-            raise ValueError(f"{path}: not a test_results.json written by `mgic-geo test` ({error})") from None
-    return runs
-
-
 def _accuracy(runs: list[dict], model: str, kwargs: dict) -> str:
     matching = [r for r in runs if r.get("model") == model and all(r.get("model_kwargs", {}).get(k) == v
                                                                   for k, v in kwargs.items())]
@@ -86,7 +72,7 @@ def image_table(table: str, *, results: str | Path = "outputs") -> tuple[str, li
     if table not in TABLES:
         raise ValueError(f"no image table {table!r}; the image tables are {', '.join(TABLES)} (table 6 is ModelNet-10)")
     title, size, classes, unit, rows = TABLES[table]
-    runs = _runs(results)
+    runs = read_test_results(results)
     measured_rows = []
     for label, model, kwargs, paper_params, paper_flops, paper_accuracy in rows:
         with torch.device("meta"):  # shapes only: nothing is allocated or computed

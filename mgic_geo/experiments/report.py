@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -54,3 +55,20 @@ def write_table(
         writer.writeheader()
         writer.writerows(rows)
     return md_path, csv_path, text
+
+
+def read_test_results(results: str | Path) -> list[dict]:
+    """Every ``test_results.json`` (what ``mgic-geo test`` writes) under ``results``, oldest first,
+    each with its ``path``; none when the folder does not exist."""
+    root = Path(results)
+    if not root.is_dir():
+        return []
+    records = []
+    for path in sorted(root.rglob("test_results.json"), key=lambda p: p.stat().st_mtime):
+        try:
+            record = json.loads(path.read_text())
+            record["model"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a test_results.json written by `mgic-geo test` ({error})") from None
+        records.append(record | {"path": str(path)})
+    return records

@@ -9,13 +9,12 @@ A model without a run shows "no run".
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from mgic_geo.complexity import profile
-from mgic_geo.experiments.report import write_table
+from mgic_geo.experiments.report import read_test_results, write_table
 from mgic_geo.models import create_model
 from mgic_geo.validation import check_int
 
@@ -30,18 +29,7 @@ PAPER = (
 
 def find_results(results: str | Path) -> dict[str, dict]:
     """The newest ``test_results.json`` per model under ``results`` (none when it doesn't exist)."""
-    found: dict[str, dict] = {}
-    root = Path(results)
-    if not root.is_dir():
-        return found
-    for path in sorted(root.rglob("test_results.json"), key=lambda p: p.stat().st_mtime):
-        try:
-            record = json.loads(path.read_text())
-            model = record["model"]
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a test_results.json written by `mgic-geo test` ({error})") from None
-        found[model] = record | {"path": str(path)}
-    return found
+    return {record["model"]: record for record in read_test_results(results)}
 
 
 def _percent(value) -> str:

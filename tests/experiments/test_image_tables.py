@@ -37,3 +37,10 @@ def test_cli_and_bad_table(tmp_path, capsys):
     assert "| s_c=16 | mgic_resnet56 | 0.47 |" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"no image table '6'; the image tables are 2, 3, 4, 5, 7, 8"):
         image_table("6")
+
+
+def test_a_broken_results_file_is_named(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "test_results.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"run/test_results.json: not a test_results.json written by `mgic-geo test`"):
+        image_table("2", results=tmp_path)

@@ -91,6 +91,8 @@ def test_table_6_targets_at_1024_points():
         (lambda: DGCNN(group_size=8), "`group_size` and `coarsest` go together"),
         (lambda: DiffGCNNet(coarsest=8), "`group_size` and `coarsest` go together"),
         (lambda: DiffGCNNet(widths=()), "`widths` must list at least one stage width"),
+        (lambda: DiffGCNNet(widths=(32, 0)), r"`widths` must be a positive integer, got 0"),
+        (lambda: DGCNN(widths=(64, -1)), r"`widths` must be a positive integer, got -1"),
         (lambda: create_model("dgcnn", num_points=0), r"`num_points` must be a positive integer, got 0"),
         (lambda: create_model("dgcnn_pyg_example", num_points=0), r"`num_points` must be a positive integer, got 0"),
         (lambda: create_model("mgic_diffgcn", k=0), r"`k` must be a positive integer, got 0"),
