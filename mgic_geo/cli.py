@@ -58,7 +58,7 @@ GROUP_HELP = {
 
 # Lightning sub-commands: the rest of argv goes to LightningCLI (mgic_geo.training.cli).
 LIGHTNING_COMMANDS = {
-    "fit": "train a point-cloud classifier (LightningCLI: --config experiments/modelnet10/<model>.yaml)",
+    "fit": "train a network (LightningCLI: --config experiments/<modelnet10|cifar10|imagenet|cityscapes>/<model>.yaml)",
     "validate": "evaluate a checkpoint on the validation loader (LightningCLI: --config ... --ckpt_path ...)",
     "test": "test a checkpoint, write test_results.json (LightningCLI: --config ... --ckpt_path last)",
 }

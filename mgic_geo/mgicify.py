@@ -71,7 +71,7 @@ def _stride(block: nn.Module) -> int:
 
 
 def mgicify(model: nn.Module, *, group_size: int, coarsest: int, level_rule: str = "paper",
-            zero_init_correction: bool = False) -> MGICifyReport:
+            zero_init_correction: bool = True) -> MGICifyReport:
     """Replace, in place, every channel-preserving residual block of ``model`` by an MGIC block.
 
     Args:
@@ -81,7 +81,8 @@ def mgicify(model: nn.Module, *, group_size: int, coarsest: int, level_rule: str
             it must divide the (bottleneck) width of every converted block.
         coarsest (int): :math:`s_c` (bottleneck channels for bottlenecks).
         level_rule (str): ``"paper"`` or ``"official"`` (:class:`~mgic_geo.MGICBlock`).
-        zero_init_correction (bool): passed to every :class:`~mgic_geo.MGICBlock`.
+        zero_init_correction (bool): passed to every :class:`~mgic_geo.MGICBlock`; ``True`` (the
+            default, as in the ``mgic_resnet*`` builders) starts the coarse-grid corrections at zero.
 
     Returns:
         MGICifyReport: replaced and kept block names, parameters before and after.

@@ -47,6 +47,12 @@ class MGICBlock(nn.Module):
             default scale 1). Measured on ModelNet-10-style data, the diffGCN MGIC network does
             not learn with scale 1 and does with 0 (see :class:`~mgic_geo.nn.MGICConv`).
             (default: ``False``)
+        group_width (callable, optional): ``group_width(width) -> int``, the width a level block
+            of ``width`` channels is grouped on, when its grouped maps act on another width than
+            its own (an inverted residual's expanded width). ``s_g`` and ``s_c`` are then measured
+            on it: the level count and the group counts follow it (:mod:`mgic_geo.core.plan`); a
+            level block gets the ``groups`` of its level as before and must use them on that width.
+            (default: ``None``, the level width itself)
 
     Extra positional and keyword arguments of :meth:`forward` (``pos``, ``edge_index``, ...) are
     passed to every level block.
@@ -67,12 +73,13 @@ class MGICBlock(nn.Module):
         level_rule: str = "paper",
         transfer_init: str = "average",
         zero_init_correction: bool = False,
+        group_width: Callable[[int], int] | None = None,
     ):
         super().__init__()
         if not callable(block):
             raise ValueError(f"`block` must be a callable block(width, groups) -> nn.Module, got {block!r}")
         self.hierarchy = ChannelHierarchy.build(
-            channels, group_size=group_size, coarsest=coarsest, level_rule=level_rule
+            channels, group_size=group_size, coarsest=coarsest, level_rule=level_rule, group_width=group_width
         )
         self.channels, self.group_size, self.coarsest = channels, group_size, coarsest
         self.level_rule, self.transfer_init = level_rule, transfer_init
@@ -99,6 +106,11 @@ class MGICBlock(nn.Module):
     def groups(self) -> list[int]:
         """Group count of every level's block and transfer operators, finest first (last is 1)."""
         return list(self.hierarchy.groups)
+
+    @property
+    def group_widths(self) -> list[int]:
+        """Width each level's groups are counted on, finest first (``widths`` without ``group_width``)."""
+        return list(self.hierarchy.group_widths)
 
     def reset_parameters(self) -> None:
         for module in self.modules():
@@ -138,9 +150,10 @@ class MGICBlock(nn.Module):
         return y
 
     def extra_repr(self) -> str:
+        group_widths = f", group_widths={self.group_widths}" if self.group_widths != self.widths else ""
         return (
             f"{self.channels}, group_size={self.group_size}, coarsest={self.coarsest}, "
-            f"widths={self.widths}, groups={self.groups}"
+            f"widths={self.widths}, groups={self.groups}{group_widths}"
         )
 
 

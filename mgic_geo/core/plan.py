@@ -13,11 +13,26 @@ Widths halve with floor (``33 -> 16 -> 8``). On each level ``j`` one group count
 level's grouped block and both transfer operators ``R_j``/``P_j``; it is the largest count
 ``<= c_j / s_g`` that divides every width those operators touch (``c_j`` and ``c_{j+1}``), so odd
 widths never crash, they just get fewer (possibly one) groups. The coarsest level has one group.
+
+**Group width** (optional, ``group_width(width) -> int``): for level blocks whose grouped maps act
+on a width other than the level's own, such as an inverted residual whose 1x1 maps touch its
+expanded width ``e_j = t w_j``, ``s_g`` and ``s_c`` can be measured on that width instead:
+
+* the number of coarsenings is the level rule's for the finest group width: ``L = floor(log2(
+  group_width(c) / s_c))`` under ``"paper"`` (the ``"official"`` rule likewise), so the coarsest
+  group width is about ``s_c``; the level widths still halve from ``c`` with floor (never to zero);
+* ``g_j`` is the largest count ``<= group_width(c_j) / s_g`` that divides ``c_j``, ``c_{j+1}`` and
+  ``group_width(c_j)``.
+
+``c=112, s_g=s_c=64, group_width=6w`` -> widths ``[112, 56, 28, 14]``, group widths
+``[672, 336, 168, 84]``, groups ``[8, 4, 2, 1]``. Without ``group_width`` (the default) the group
+width is the level width and everything above reduces to the plain rules.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from mgic_geo.validation import check_int
 
@@ -43,30 +58,66 @@ def level_widths(channels: int, coarsest: int, level_rule: str = "paper") -> lis
     return widths
 
 
-def level_groups(widths: list[int], group_size: int) -> list[int]:
-    """Group count per level (the coarsest is always 1); see the module docstring."""
+def level_groups(widths: list[int], group_size: int, group_widths: list[int] | None = None) -> list[int]:
+    """Group count per level (the coarsest is always 1); see the module docstring.
+
+    ``group_widths[j]`` is the width level ``j``'s groups are counted on (default: ``widths``)."""
     check_int("group_size", group_size)
+    if group_widths is None:
+        group_widths = widths
+    elif len(group_widths) != len(widths):
+        raise ValueError(f"`group_widths` needs one width per level ({len(widths)}), got {list(group_widths)!r}")
     groups = []
-    for fine, coarse in zip(widths[:-1], widths[1:]):
-        limit = max(1, fine // group_size)
-        groups.append(max(g for g in range(1, limit + 1) if fine % g == 0 and coarse % g == 0))
+    for fine, coarse, wide in zip(widths[:-1], widths[1:], group_widths[:-1]):
+        limit = max(1, wide // group_size)
+        groups.append(max(g for g in range(1, limit + 1) if fine % g == 0 and coarse % g == 0 and wide % g == 0))
     return groups + [1]
+
+
+def _group_width(group_width: Callable[[int], int], width: int) -> int:
+    value = group_width(width)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`group_width` must map a level width to a positive integer, got {value!r} for {width}")
+    return value
 
 
 @dataclass(frozen=True)
 class ChannelHierarchy:
-    """Widths and group counts of every level, finest first."""
+    """Widths, group counts and group widths of every level, finest first (``group_widths``
+    defaults to ``widths``)."""
 
     widths: tuple[int, ...]
     groups: tuple[int, ...]
+    group_widths: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if not self.group_widths:
+            object.__setattr__(self, "group_widths", tuple(self.widths))
 
     @classmethod
     def build(
-        cls, channels: int, *, group_size: int, coarsest: int, level_rule: str = "paper"
+        cls,
+        channels: int,
+        *,
+        group_size: int,
+        coarsest: int,
+        level_rule: str = "paper",
+        group_width: Callable[[int], int] | None = None,
     ) -> "ChannelHierarchy":
+        """The plan of a block of ``channels`` channels; ``group_width`` as in the module docstring."""
         check_int("group_size", group_size)
-        widths = level_widths(channels, coarsest, level_rule)
-        return cls(tuple(widths), tuple(level_groups(widths, group_size)))
+        if group_width is None:
+            widths = level_widths(channels, coarsest, level_rule)
+            return cls(tuple(widths), tuple(level_groups(widths, group_size)))
+        if not callable(group_width):
+            raise ValueError(f"`group_width` must be a callable group_width(width) -> int, got {group_width!r}")
+        check_int("channels", channels)
+        coarsenings = len(level_widths(_group_width(group_width, channels), coarsest, level_rule)) - 1
+        widths = [channels]
+        while len(widths) <= coarsenings and widths[-1] >= 2:  # never coarsen to zero channels
+            widths.append(widths[-1] // 2)
+        group_widths = [_group_width(group_width, width) for width in widths]
+        return cls(tuple(widths), tuple(level_groups(widths, group_size, group_widths)), tuple(group_widths))
 
     @property
     def num_coarsenings(self) -> int:

@@ -3,9 +3,10 @@
 Only the rows of networks this package builds are listed (the paper's tables also compare other
 methods). Parameters and MACs are measured by :func:`mgic_geo.complexity.profile` on meta tensors
 at the paper's input size (CIFAR-10 32x32, ImageNet 224x224, Cityscapes 1024x2048); the paper's
-"FLOPs" are MACs. Accuracy columns come from training runs: every ``test_results.json`` under
-``--results`` whose ``model`` and ``model_kwargs`` match the row, the newest; otherwise "no run"
-(image training lands with the rest of issue 4).
+"FLOPs" are MACs. Accuracy columns come from training runs (``mgic-geo fit`` then ``mgic-geo test`` with the
+configs under ``experiments/cifar10``, ``experiments/imagenet``, ``experiments/cityscapes``): every
+``test_results.json`` under ``--results`` (by default the folder those configs write to,
+:data:`RESULTS`) whose ``model`` and ``model_kwargs`` match the row, the newest; otherwise "no run".
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ TABLES = {
     ]),
 }
 UNITS = {"M": 1e6, "G": 1e9}
+# table -> the folder its shipped configs write results to (their trainer.default_root_dir's parent)
+RESULTS = {"2": "outputs/cifar10", "7": "outputs/cifar10", "8": "outputs/cifar10", "3": "outputs/imagenet",
+           "4": "outputs/imagenet", "5": "outputs/cityscapes"}
 
 
 def _accuracy(runs: list[dict], model: str, kwargs: dict) -> str:
@@ -67,12 +71,13 @@ def _accuracy(runs: list[dict], model: str, kwargs: dict) -> str:
     return "no run" if value is None else f"{100 * value:.1f}"
 
 
-def image_table(table: str, *, results: str | Path = "outputs") -> tuple[str, list[dict]]:
-    """The title and rows of paper table ``table`` (one of :data:`TABLES`)."""
+def image_table(table: str, *, results: str | Path | None = None) -> tuple[str, list[dict]]:
+    """The title and rows of paper table ``table`` (one of :data:`TABLES`), with accuracies from the
+    runs under ``results`` (default: ``RESULTS[table]``)."""
     if table not in TABLES:
         raise ValueError(f"no image table {table!r}; the image tables are {', '.join(TABLES)} (table 6 is ModelNet-10)")
     title, size, classes, unit, rows = TABLES[table]
-    runs = read_test_results(results)
+    runs = read_test_results(RESULTS[table] if results is None else results)
     measured_rows = []
     for label, model, kwargs, paper_params, paper_flops, paper_accuracy in rows:
         with torch.device("meta"):  # shapes only: nothing is allocated or computed
@@ -92,7 +97,9 @@ def image_table(table: str, *, results: str | Path = "outputs") -> tuple[str, li
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", default="outputs", help="folder searched for test_results.json (default: outputs)")
+    parser.add_argument("--results", default=None,
+                        help="folder searched for test_results.json (default: where the table's configs write: "
+                             "outputs/cifar10 for tables 2, 7, 8; outputs/imagenet for 3, 4; outputs/cityscapes for 5)")
     parser.add_argument("--out", default="outputs/tables", help="where to write table<N>.md/.csv (default: outputs/tables)")
 
 

@@ -6,6 +6,6 @@ from mgic_geo.models import mobilenetv3 as _mobilenetv3  # noqa: F401
 from mgic_geo.models import resnet as _resnet  # noqa: F401
 from mgic_geo.models.dgcnn import DGCNN, PyGExampleDGCNN
 from mgic_geo.models.diffgcn import DiffGCNNet
-from mgic_geo.models.registry import create_model, list_models, register_model
+from mgic_geo.models.registry import create_model, list_models, model_task, register_model
 
-__all__ = ["DGCNN", "DiffGCNNet", "PyGExampleDGCNN", "create_model", "list_models", "register_model"]
+__all__ = ["DGCNN", "DiffGCNNet", "PyGExampleDGCNN", "create_model", "list_models", "model_task", "register_model"]

@@ -11,31 +11,65 @@ blocks, one of two ways:
 * **Channel-preserving blocks** (``stride == 1`` and ``c_in == c_out``, the ones with a residual
   connection) become an :class:`~mgic_geo.core.MGICBlock` over ``c_in`` channels. Its level block
   (:class:`InvertedResidualLevel`, width ``w``, ``g`` groups) is the same inverted residual at width
-  ``w``: a grouped 1x1 expand to ``w * t`` channels (``t`` the block's expansion ratio, rounded to a
-  multiple of ``g``), the depthwise ``k x k`` convolution (with the block's dilation) and the
+  ``w``: a grouped 1x1 expand to ``e = w * t`` channels (``t`` the block's expansion ratio,
+  :func:`expanded_width`), the depthwise ``k x k`` convolution (with the block's dilation) and the
   squeeze-excitation over *all* expanded channels, a grouped 1x1 project back to ``w``, plus the
   block's residual ``z + F(z)``. On the coarsest level ``g = 1`` (fully coupled). The residual is
   added once, inside the level blocks; the MGIC block is not wrapped in a second skip connection
   (the authors' code adds it twice). With every level block the identity the whole block is the
   identity, as the residual block it replaces would be.
 * **Blocks that change width or stride** (the stage transitions) stay plain inverted residuals, with
-  their 1x1 expand and project grouped into ``g`` groups, ``g`` the largest count
-  ``<= min(c_in, c_out) / group_size`` dividing ``c_in``, the expanded width and ``c_out``
-  (:func:`transition_groups`). So they cost O(c) for a fixed ``group_size``, and no dense strided
-  1x1 transition is added. At ``group_size = 64`` MobileNetV3's transitions are narrow
-  (``c_in <= 160``), so most get ``g = 1`` or ``2``: channel mixing there is what the paper's
-  "replace the standard MobileNetV3 block with our MGIC block" leaves in place.
+  their 1x1 expand and project grouped into ``g`` groups (:func:`transition_groups`); no dense
+  strided 1x1 transition is added.
 
-With ``s_g = s_c = 64`` and the paper's level rule (``L = floor(log2(c / s_c))``), only blocks of at
-least 128 channels coarsen; at width 1.0 these are the two 160-channel blocks of MobileNetV3-Large
-(widths ``[160, 80]``, groups ``[2, 1]``); narrower blocks are MGIC blocks with a single, fully
-coupled level, i.e. the original inverted residual. ``level_rule="official"`` (always coarsen once,
-as the authors' code does) gives every block at least two levels. The plan of every block is
-inspectable (``block.mgic.widths``, ``block.mgic.groups``).
+**The group rule: s_g and s_c are measured on the expanded width.** An inverted residual's cost is
+in its two 1x1 maps, ``2 w e`` weights that touch the expanded width ``e = t w`` (64 ... 960 at
+width 1.0), not its input width ``w`` (16 ... 160). So, as the design brief has ResNet-50's
+bottlenecks grouped on the width their 3x3 convolutions act on, the plan of an MGIC inverted
+residual is computed on the expanded width, through the core's ``group_width`` option
+(``MGICBlock(..., group_width=e(w))``, :mod:`mgic_geo.core.plan`):
 
-Squeeze-excitation (torchvision's ``SqueezeExcitation``, hard-sigmoid gate) acts on all expanded
-channels of a level with its usual dense ``e -> e/4 -> e`` maps, as the design brief prescribes; it
-acts on pooled ``1 x 1`` maps, so it adds parameters but almost no MACs.
+* levels: the paper's rule on the expanded width, ``L = floor(log2(e / s_c))`` (``L = 0``, the plain
+  block, when ``e < 2 s_c``); the widths still halve from ``c_in`` and each level's expanded width is
+  ``e_j = round(w_j * t)``, so the coarsest, fully coupled level has ``s_c <= e_L < 2 s_c``;
+* groups: ``g_j`` is the largest count ``<= e_j / s_g`` dividing ``w_j``, ``w_{j+1}`` and ``e_j``
+  (groups of at least ``s_g`` expanded channels; odd widths get fewer groups, never an error);
+* transitions: the same count on their expanded width, ``g <= e / s_g`` dividing ``c_in``, ``e``
+  and ``c_out``.
+
+At width 1.0 with ``s_g = s_c = 64`` MobileNetV3-Large's blocks get (``widths / expanded / groups``):
+``24/72`` and ``40/120``: one full level (``e < 128``); ``80``: ``[80, 40] / [200, 100]`` (or
+``[184, 92]``) ``/ [2, 1]``; ``112``: ``[112, 56, 28, 14] / [672, 336, 168, 84] / [8, 4, 2, 1]``;
+``160``: ``[160, 80, 40, 20] / [960, 480, 240, 120] / [10, 5, 2, 1]``; transitions
+``16->24: 1, 24->40: 1, 40->80: 2, 80->112: 4, 112->160: 8``. The plan of every block is
+inspectable (``block.mgic.widths``, ``block.mgic.group_widths``, ``block.mgic.groups``).
+``level_rule="official"`` (always coarsen once, stop when the expanded width drops below
+``2 s_c``) gives every block at least two levels.
+
+Measured with :func:`mgic_geo.complexity.profile` (224x224, 1000 classes; the paper's Table 4 in
+brackets):
+
+================  ========================  ========================  ========================
+network           plain params / MACs       MGIC params / MACs        paper MGIC
+================  ========================  ========================  ========================
+Large 0.6x        2.312 M / 91.6 M          2.215 M / 68.1 M          (2.3 M / 48 M)
+Large 1.0x        5.483 M / 216.6 M         5.079 M / 135.5 M         (5.2 M / 145 M)
+Large 1.2x        7.564 M / 322.0 M         6.918 M / 200.4 M         (7.1 M / 233 M)
+Small 1.0x        2.543 M / 56.5 M          2.509 M / 46.2 M          --
+================  ========================  ========================  ========================
+
+(With the plans and transition groups computed on the input width instead, as before, only the
+160-channel blocks coarsened at ``s_c = 64`` and the MGIC networks cost 2.312 M / 91.6 M,
+5.615 M / 211.7 M and 7.500 M / 284.1 M: at most 12 % fewer MACs than plain, and at 1.0x more
+parameters.) The paper's 48 M MACs at 0.6x are out of reach of this rule: there the stem and the
+early, high-resolution blocks whose expanded width is below ``2 s_g = 128`` (so they keep one
+group) already cost 45.6 M of the 68.1 M MACs. The parameter savings are smaller than the MAC
+savings because most parameters sit in the untouched head (2.51 M at 1.0x) and in the
+squeeze-excitations, which stay dense on every level (``e_j -> e_j / 4 -> e_j``): they act on
+pooled ``1 x 1`` maps, so they add parameters but almost no MACs.
+
+Squeeze-excitation is torchvision's ``SqueezeExcitation`` (hard-sigmoid gate) over all expanded
+channels of a level with its usual dense maps, as the design brief prescribes.
 
 The MGIC transfer operators keep their averaging init: torchvision's model-wide init loop touches
 only ``nn.Conv2d``/``nn.Linear``/batch norms, not :class:`~mgic_geo.core.TransferOperator`.
@@ -64,15 +98,20 @@ __all__ = [
     "mobilenetv3_small",
     "mgic_mobilenetv3_large",
     "mgic_mobilenetv3_small",
+    "expanded_width",
     "transition_groups",
 ]
 
 ARCHS = {"large": "mobilenet_v3_large", "small": "mobilenet_v3_small"}
 
 
-def default_norm_layer() -> Callable[..., nn.Module]:
-    """torchvision's MobileNetV3 batch norm (``eps=1e-3``, ``momentum=0.01``)."""
-    return partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+def default_norm_layer(momentum: float = 0.01) -> Callable[..., nn.Module]:
+    """torchvision's MobileNetV3 batch norm (``eps=1e-3``, ``momentum=0.01``; ``momentum`` is the
+    weight of each batch in the running statistics: 0.01 suits long ImageNet runs, while a run of a
+    few hundred steps needs more, e.g. 0.1, for its evaluation-mode statistics to be usable)."""
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 < momentum <= 1:
+        raise ValueError(f"`bn_momentum` must be in (0, 1], got {momentum!r}")
+    return partial(nn.BatchNorm2d, eps=0.001, momentum=momentum)
 
 
 def _inverted_residual_layers(
@@ -104,6 +143,14 @@ def _inverted_residual_layers(
     return nn.Sequential(*layers)
 
 
+def expanded_width(width: int, cnf: InvertedResidualConfig) -> int:
+    """The expanded width of block ``cnf`` at ``width`` input channels: ``width * e / c`` rounded half
+    up (at least 1), ``e``/``c`` the block's expanded/input widths; exactly ``e`` at ``width == c``,
+    and ``width`` itself for blocks without an expand layer (``e == c``)."""
+    c, e = cnf.input_channels, cnf.expanded_channels
+    return max(1, (2 * width * e + c) // (2 * c))
+
+
 class InvertedResidualLevel(nn.Module):
     r"""One level of an MGIC inverted residual: ``z + F(z)`` with ``F`` = grouped 1x1 expand,
     depthwise ``k x k``, squeeze-excitation over all expanded channels, grouped 1x1 project.
@@ -116,8 +163,9 @@ class InvertedResidualLevel(nn.Module):
             ``cnf.expanded_channels / cnf.input_channels``.
         norm_layer (callable): ``norm_layer(channels) -> nn.Module``.
 
-    The expanded width is ``width * ratio`` rounded to a multiple of ``groups`` (at least
-    ``groups``); with a ratio of 1 there is no expand layer, as in MobileNetV3.
+    The expanded width is :func:`expanded_width` (which the MGIC plan's groups divide); should
+    ``groups`` not divide it (a level block built by hand), it is rounded to a multiple of
+    ``groups``. With a ratio of 1 there is no expand layer, as in MobileNetV3.
 
     Shapes:
         - **input:** :math:`(B, C, H, W)`
@@ -127,11 +175,9 @@ class InvertedResidualLevel(nn.Module):
     def __init__(self, width: int, groups: int, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]):
         super().__init__()
         self.in_channels = self.out_channels = width
-        if cnf.expanded_channels == cnf.input_channels:
-            expanded = width
-        else:
-            ratio = cnf.expanded_channels / cnf.input_channels
-            expanded = max(groups, round(width * ratio / groups) * groups)
+        expanded = expanded_width(width, cnf)
+        if expanded % groups:
+            expanded = max(groups, (2 * expanded + groups) // (2 * groups) * groups)
         self.expanded_channels = expanded
         self.block = _inverted_residual_layers(
             width, expanded, width, kernel=cnf.kernel, stride=1, dilation=cnf.dilation, use_se=cnf.use_se,
@@ -161,16 +207,18 @@ class MGICInvertedResidual(nn.Module):
         self.in_channels = self.out_channels = cnf.out_channels
         self._is_cn = False  # read by torchvision's LR-ASPP builder (stage ends), as on its InvertedResidual
         self.mgic = MGICBlock(cnf.input_channels, partial(InvertedResidualLevel, cnf=cnf, norm_layer=norm_layer),
-                              group_size=group_size, coarsest=coarsest, norm=norm_layer, level_rule=level_rule)
+                              group_size=group_size, coarsest=coarsest, norm=norm_layer, level_rule=level_rule,
+                              group_width=partial(expanded_width, cnf=cnf))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mgic(x)
 
 
 def transition_groups(in_channels: int, expanded: int, out_channels: int, group_size: int) -> int:
-    """Groups of the 1x1 maps of a width- or stride-changing block: the largest count
-    ``<= min(in_channels, out_channels) // group_size`` (at least 1) dividing all three widths."""
-    limit = max(1, min(in_channels, out_channels) // group_size)
+    """Groups of the 1x1 maps of a width- or stride-changing block, counted on the expanded width as
+    in the MGIC levels: the largest count ``<= expanded // group_size`` (at least 1) dividing all
+    three widths."""
+    limit = max(1, expanded // group_size)
     return max(g for g in range(1, limit + 1) if in_channels % g == 0 and expanded % g == 0 and out_channels % g == 0)
 
 
@@ -234,14 +282,15 @@ def mgic_block_factory(*, group_size: int, coarsest: int, level_rule: str = "pap
 
 def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float = 1.0,
                       norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
-                      mgic: dict | None = None, reduced_tail: bool = False, dilated: bool = False) -> MobileNetV3:
+                      mgic: dict | None = None, reduced_tail: bool = False, dilated: bool = False,
+                      bn_momentum: float = 0.01) -> MobileNetV3:
     """Build torchvision's :class:`~torchvision.models.MobileNetV3`; with ``mgic`` (the keyword
     arguments of :func:`mgic_block_factory`) its inverted residuals are the MGIC ones."""
     check_int("num_classes", num_classes)
     setting, last_channel = mobilenetv3_config(arch, width_mult, reduced_tail=reduced_tail, dilated=dilated)
     block = mgic_block_factory(**mgic) if mgic is not None else None
     model = MobileNetV3(setting, last_channel, num_classes=num_classes, block=block,
-                        norm_layer=norm_layer or default_norm_layer(), dropout=dropout)
+                        norm_layer=norm_layer or default_norm_layer(bn_momentum), dropout=dropout)
     for module in model.modules():  # torchvision's init loop reset BN scales; re-apply MGIC's own
         if isinstance(module, MGICBlock):
             module.init_corrections()
@@ -250,35 +299,39 @@ def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float =
 
 @register_model
 def mobilenetv3_large(*, num_classes: int = 1000, width_mult: float = 1.0,
-                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
+                      bn_momentum: float = 0.01) -> MobileNetV3:
     """MobileNetV3-Large (torchvision's, no weights): 5,483,032 parameters at 1000 classes."""
     return build_mobilenetv3("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout)
+                             dropout=dropout, bn_momentum=bn_momentum)
 
 
 @register_model
 def mobilenetv3_small(*, num_classes: int = 1000, width_mult: float = 1.0,
-                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
+                      bn_momentum: float = 0.01) -> MobileNetV3:
     """MobileNetV3-Small (torchvision's, no weights)."""
     return build_mobilenetv3("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout)
+                             dropout=dropout, bn_momentum=bn_momentum)
 
 
 @register_model
 def mgic_mobilenetv3_large(*, num_classes: int = 1000, width_mult: float = 1.0, group_size: int = 64,
                            coarsest: int = 64, level_rule: str = "paper",
-                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
+                           bn_momentum: float = 0.01) -> MobileNetV3:
     """MGIC-MobileNetV3-Large (paper Table 4: width 0.6 / 1.0 / 1.2, ``s_g = s_c = 64``)."""
     return build_mobilenetv3("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout,
+                             dropout=dropout, bn_momentum=bn_momentum,
                              mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})
 
 
 @register_model
 def mgic_mobilenetv3_small(*, num_classes: int = 1000, width_mult: float = 1.0, group_size: int = 64,
                            coarsest: int = 64, level_rule: str = "paper",
-                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2) -> MobileNetV3:
+                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
+                           bn_momentum: float = 0.01) -> MobileNetV3:
     """MGIC-MobileNetV3-Small (``s_g = s_c = 64`` by default)."""
     return build_mobilenetv3("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout,
+                             dropout=dropout, bn_momentum=bn_momentum,
                              mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})

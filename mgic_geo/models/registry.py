@@ -13,6 +13,15 @@ from torch import nn
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
+# What the networks of each of our model modules take and give, for the training tasks' checks.
+MODULE_TASKS = {
+    "mgic_geo.models.dgcnn": "point_cloud_classification",
+    "mgic_geo.models.diffgcn": "point_cloud_classification",
+    "mgic_geo.models.resnet": "image_classification",
+    "mgic_geo.models.mobilenetv3": "image_classification",
+    "mgic_geo.models.lraspp": "semantic_segmentation",
+}
+
 
 def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register ``builder`` under ``builder.__name__``."""
@@ -25,6 +34,14 @@ def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of the registered models matching the shell-style ``pattern``."""
     return sorted(name for name in _BUILDERS if fnmatch.fnmatch(name, pattern))
+
+
+def model_task(name: str) -> str | None:
+    """``"point_cloud_classification"``, ``"image_classification"`` or ``"semantic_segmentation"`` for
+    the package's models; ``None`` for a model registered elsewhere (its task is not known)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return MODULE_TASKS.get(_BUILDERS[name].__module__)
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

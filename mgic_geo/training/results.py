@@ -1,19 +1,25 @@
 """``test_results.json``: what a ``mgic-geo test`` run measured, one file per run.
 
-Written by :class:`~mgic_geo.training.module.PointCloudClassifier` at the end of a test run (global
-rank 0 only) into the trainer's log dir, i.e. ``<default_root_dir>/logs/version_<N>/test_results.json``
-(``<default_root_dir>`` is ``outputs/modelnet10/<model>`` in the shipped configs). Readers such as
-``mgic-geo table 6`` scan a results tree recursively: :func:`collect_test_results`.
+Written by the task modules (:class:`~mgic_geo.training.module.PointCloudClassifier`,
+:class:`~mgic_geo.training.images.ImageClassifier`, :class:`~mgic_geo.training.images.ImageSegmenter`)
+at the end of a test run (global rank 0 only) into the trainer's log dir, i.e.
+``<default_root_dir>/logs/version_<N>/test_results.json``. Readers such as ``mgic-geo table 6`` scan a
+results tree recursively: :func:`collect_test_results`.
 
-Keys (accuracies are fractions in [0, 1], not percent):
+Keys (accuracies and IoUs are fractions in [0, 1], not percent):
 
-``model``, ``model_kwargs``, ``params`` (trainable parameters of the network), ``overall_accuracy``
-(micro), ``mean_class_accuracy`` (macro over classes), ``per_class_accuracy`` ({class: accuracy}),
-``num_test_samples``, ``epochs`` (training epochs finished in the tested checkpoint), ``global_step``,
-``checkpoint`` (its absolute path), ``optimizer`` (the recipe); the data module's ``num_points``,
-``source`` (as configured, e.g. ``auto``), ``root``, ``data_seed`` (its ``seed``), ``batch_size`` and
-``data`` (all its hyperparameters); ``seed`` (the global seed of ``seed_everything``), ``device``,
-``precision``, ``world_size``, ``date`` (UTC, ISO 8601), ``mgic_geo_version``, ``schema`` (1).
+- the metrics of the task: ``overall_accuracy`` (micro) and ``mean_class_accuracy`` (macro over
+  classes) for point clouds; ``top1_accuracy`` and ``top5_accuracy`` (``null`` with fewer than 6
+  classes) for image classification; ``mean_iou`` (macro over classes, ``ignore_index`` pixels left
+  out) and ``pixel_accuracy`` for segmentation;
+- ``per_class_accuracy`` or ``per_class_iou`` ({class: value}), ``num_test_samples``;
+- ``task`` (the module's class name), ``model``, ``model_kwargs``, ``params`` (trainable parameters of
+  the network), ``epochs`` (training epochs finished in the tested checkpoint), ``global_step``,
+  ``checkpoint`` (its absolute path), ``optimizer`` (the recipe);
+- the data module's ``num_points`` (point clouds), ``source`` (as configured, e.g. ``auto``), ``root``,
+  ``data_seed`` (its ``seed``), ``batch_size`` and ``data`` (all its hyperparameters);
+- ``seed`` (the global seed of ``seed_everything``), ``device``, ``precision``, ``world_size``,
+  ``date`` (UTC, ISO 8601), ``mgic_geo_version``, ``schema`` (1).
 """
 from __future__ import annotations
 
@@ -57,9 +63,11 @@ def _device_name(device) -> str:
     return str(device)
 
 
-def build_test_results(trainer, module, *, overall_accuracy: float, mean_class_accuracy: float,
-                       per_class_accuracy: list[float] | None = None, num_test_samples: int | None = None) -> dict:
-    """The ``test_results.json`` record of a finished test run (see the module docstring for the keys)."""
+def build_test_results(trainer, module, *, metrics: dict[str, float | None], per_class: list[float] | None = None,
+                       per_class_key: str = "per_class_accuracy", num_test_samples: int | None = None) -> dict:
+    """The ``test_results.json`` record of a finished test run (see the module docstring for the keys):
+    ``metrics`` and ``per_class`` (one value per class, named by the data module's ``class_names``
+    when it has them) plus what the run was."""
     from mgic_geo import __version__
 
     datamodule = getattr(trainer, "datamodule", None)
@@ -68,20 +76,21 @@ def build_test_results(trainer, module, *, overall_accuracy: float, mean_class_a
     else:  # testing the in-memory model, e.g. right after fit in the same process
         epochs, global_step = int(trainer.current_epoch), int(trainer.global_step)
     class_names = _data_attr(datamodule, "class_names")
-    per_class = None
-    if per_class_accuracy is not None:
-        names = list(class_names) if class_names is not None and len(class_names) == len(per_class_accuracy) else None
-        names = names or [str(i) for i in range(len(per_class_accuracy))]
-        per_class = dict(zip(names, per_class_accuracy))
+    per_class_record = None
+    if per_class is not None:
+        names = list(class_names) if class_names is not None and len(class_names) == len(per_class) else None
+        names = names or [str(i) for i in range(len(per_class))]
+        per_class_record = dict(zip(names, per_class))
     seed = os.environ.get("PL_GLOBAL_SEED")
+    recipe = ("optimizer", "lr", "min_lr", "weight_decay", "label_smoothing", "scheduler", "step_size", "gamma")
     return _jsonable({
         "schema": SCHEMA_VERSION,
+        "task": type(module).__name__,
         "model": module.hparams.model,
         "model_kwargs": dict(module.hparams.model_kwargs or {}),
         "params": module.num_parameters,
-        "overall_accuracy": overall_accuracy,
-        "mean_class_accuracy": mean_class_accuracy,
-        "per_class_accuracy": per_class,
+        **metrics,
+        per_class_key: per_class_record,
         "num_test_samples": num_test_samples,
         "epochs": epochs,
         "global_step": global_step,
@@ -93,7 +102,7 @@ def build_test_results(trainer, module, *, overall_accuracy: float, mean_class_a
         "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else seed,
         "batch_size": _data_attr(datamodule, "batch_size"),
         "data": {k: v for k, v in dict(getattr(datamodule, "hparams", None) or {}).items() if not k.startswith("_")},
-        "optimizer": {k: module.hparams[k] for k in ("optimizer", "lr", "min_lr", "weight_decay", "label_smoothing")},
+        "optimizer": {k: module.hparams[k] for k in recipe if k in module.hparams},
         "device": _device_name(module.device),
         "precision": str(trainer.precision),
         "world_size": int(trainer.world_size),

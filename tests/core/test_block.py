@@ -156,3 +156,34 @@ def test_traces_into_one_graph_without_breaks(shape, level_block):
     block = MGICBlock(64, lambda w, g: level_block(w, g), group_size=8, coarsest=16)
     explanation = torch._dynamo.explain(block)(torch.randn(shape))
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_group_width_sets_the_plan_and_reaches_the_level_blocks():
+    built = []
+
+    def level(width, groups):
+        built.append((width, groups))
+        return ChannelMixNormAct(width, groups)
+
+    block = MGICBlock(112, level, group_size=64, coarsest=64, group_width=lambda width: 6 * width)
+    assert block.widths == [112, 56, 28, 14]
+    assert block.group_widths == [672, 336, 168, 84]
+    assert block.groups == [8, 4, 2, 1]
+    assert sorted(built, reverse=True) == [(112, 8), (56, 4), (28, 2), (14, 1)]
+    assert [(r.in_channels, r.out_channels, r.groups) for r in block.restrictions] == [
+        (112, 56, 8), (56, 28, 4), (28, 14, 2)
+    ]
+    assert repr(block).splitlines()[1] == (
+        "  112, group_size=64, coarsest=64, widths=[112, 56, 28, 14], groups=[8, 4, 2, 1], "
+        "group_widths=[672, 336, 168, 84]"
+    )
+    x = torch.randn(4, 112)
+    assert block(x).shape == x.shape
+
+
+def test_group_width_keeps_the_identity_property():
+    block = MGICBlock(40, identity, group_size=64, coarsest=64, group_width=lambda width: 6 * width)
+    assert block.widths == [40, 20] and block.group_widths == [240, 120]
+    x = torch.randn(2, 40, 3, 3)
+    torch.testing.assert_close(block(x), x)
+    assert MGICBlock(64, identity, group_size=8, coarsest=16).group_widths == [64, 32, 16]

@@ -71,3 +71,86 @@ def test_impossible_arguments_name_the_argument_and_value(kwargs, name, value):
     channels = kwargs.pop("channels")
     with pytest.raises(ValueError, match=rf"`{name}`.*{value}"):
         ChannelHierarchy.build(channels, **kwargs)
+
+
+# --- group width: s_g and s_c measured on another width than the level's (an expanded width) ---
+
+def _expanded(ratio):
+    return lambda width: max(1, round(width * ratio))
+
+
+def test_default_plan_has_the_level_widths_as_group_widths():
+    plan = ChannelHierarchy.build(256, group_size=8, coarsest=16)
+    assert plan.group_widths == plan.widths
+    assert ChannelHierarchy((64, 32), (4, 1)).group_widths == (64, 32)
+
+
+@pytest.mark.parametrize("channels", WIDTHS)
+@pytest.mark.parametrize("group_size, coarsest", [(4, 8), (8, 16), (64, 64)])
+@pytest.mark.parametrize("rule", ["paper", "official"])
+def test_identity_group_width_gives_the_default_plan(channels, group_size, coarsest, rule):
+    default = ChannelHierarchy.build(channels, group_size=group_size, coarsest=coarsest, level_rule=rule)
+    same = ChannelHierarchy.build(channels, group_size=group_size, coarsest=coarsest, level_rule=rule,
+                                  group_width=lambda width: width)
+    assert same == default
+
+
+def test_plan_on_the_expanded_width_of_an_inverted_residual():
+    plan = ChannelHierarchy.build(112, group_size=64, coarsest=64, group_width=_expanded(6))
+    assert plan.widths == (112, 56, 28, 14)  # L = floor(log2(672 / 64)) = 3, although 112 < 2 * 64
+    assert plan.group_widths == (672, 336, 168, 84)
+    assert plan.groups == (8, 4, 2, 1)  # 10 = 672 // 64 does not divide 112, 8 does
+    plan = ChannelHierarchy.build(40, group_size=64, coarsest=64, group_width=_expanded(3))
+    assert plan.widths == (40,) and plan.groups == (1,)  # e = 120 < 2 * 64: the plain block
+
+
+@pytest.mark.parametrize("bottleneck", [16, 64, 128, 256, 512])
+@pytest.mark.parametrize("group_size, coarsest", [(8, 16), (32, 64), (64, 64)])
+def test_a_linear_group_width_is_the_scaled_plan(bottleneck, group_size, coarsest):
+    """Groups counted on c / 4 are the plan of the outer width with s_g and s_c scaled by 4 (ResNet-50)."""
+    scaled = ChannelHierarchy.build(4 * bottleneck, group_size=4 * group_size, coarsest=4 * coarsest)
+    plan = ChannelHierarchy.build(4 * bottleneck, group_size=group_size, coarsest=coarsest,
+                                  group_width=lambda width: max(1, width // 4))
+    assert plan.widths == scaled.widths and plan.groups == scaled.groups
+    assert plan.group_widths == tuple(width // 4 for width in scaled.widths)
+
+
+@pytest.mark.parametrize("channels", WIDTHS)
+@pytest.mark.parametrize("ratio", [1, 2.3, 3, 4.5, 6])
+@pytest.mark.parametrize("group_size, coarsest", [(4, 8), (16, 64), (64, 64)])
+@pytest.mark.parametrize("rule", ["paper", "official"])
+def test_group_counts_on_a_group_width_divide_every_width(channels, ratio, group_size, coarsest, rule):
+    group_width = _expanded(ratio)
+    plan = ChannelHierarchy.build(channels, group_size=group_size, coarsest=coarsest, level_rule=rule,
+                                  group_width=group_width)
+    assert len(plan.widths) == len(plan.groups) == len(plan.group_widths) and plan.groups[-1] == 1
+    assert plan.group_widths == tuple(group_width(width) for width in plan.widths)
+    expected_levels = len(level_widths(group_width(channels), coarsest, rule))
+    assert len(plan.widths) == expected_levels or plan.widths[-1] == 1  # only a width of 1 stops it early
+    for fine, coarse, wide, groups in zip(plan.widths[:-1], plan.widths[1:], plan.group_widths, plan.groups):
+        assert coarse == fine // 2 >= 1
+        limit = max(1, wide // group_size)
+        assert fine % groups == 0 and coarse % groups == 0 and wide % groups == 0 and 1 <= groups <= limit
+        assert not any(fine % g == 0 and coarse % g == 0 and wide % g == 0 for g in range(groups + 1, limit + 1))
+
+
+def test_a_wide_group_width_never_coarsens_to_zero_channels():
+    plan = ChannelHierarchy.build(3, group_size=1, coarsest=1, group_width=lambda width: 1000 * width)
+    assert plan.widths == (3, 1) and plan.group_widths == (3000, 1000)
+
+
+@pytest.mark.parametrize("group_width, message", [
+    ("6x", "`group_width` must be a callable"),
+    (lambda width: 0, "`group_width` must map a level width to a positive integer, got 0 for 64"),
+    (lambda width: width * 1.5, "`group_width` must map a level width to a positive integer, got 96.0"),
+])
+def test_a_bad_group_width_is_rejected(group_width, message):
+    with pytest.raises(ValueError, match=message):
+        ChannelHierarchy.build(64, group_size=8, coarsest=16, group_width=group_width)
+
+
+def test_level_groups_with_group_widths():
+    assert level_groups([112, 56, 28, 14], 64, [672, 336, 168, 84]) == [8, 4, 2, 1]
+    assert level_groups([112, 56, 28, 14], 8) == level_groups([112, 56, 28, 14], 8, [112, 56, 28, 14])
+    with pytest.raises(ValueError, match="`group_widths` needs one width per level"):
+        level_groups([112, 56], 8, [672])

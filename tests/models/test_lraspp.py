@@ -10,15 +10,16 @@ from mgic_geo.models.lraspp import lraspp_mgic_mobilenetv3_large, lraspp_mobilen
 NAMES = ["lraspp_mobilenetv3_large", "lraspp_mobilenetv3_small",
          "lraspp_mgic_mobilenetv3_large", "lraspp_mgic_mobilenetv3_small"]
 
-# Measured (21 classes). With s_c = 64 and the paper's level rule no block of the reduced-tail
-# backbones is wide enough (>= 128) to coarsen, so the MGIC networks match the plain ones in size.
+# Measured (21 classes). The MGIC plans are computed on the expanded widths (s_g = s_c = 64): the
+# Large backbone gets smaller (grouped 1x1 maps in its wide blocks), the Small one a little larger
+# (its squeeze-excitations stay dense on every level).
 PARAMS = {
     "lraspp_mobilenetv3_large": 1_747_218,
     "lraspp_mobilenetv3_small": 515_922,
-    "lraspp_mgic_mobilenetv3_large": 1_747_218,
-    "lraspp_mgic_mobilenetv3_small": 515_922,
+    "lraspp_mgic_mobilenetv3_large": 1_524_562,
+    "lraspp_mgic_mobilenetv3_small": 527_626,
 }
-OFFICIAL_RULE_PARAMS = {"lraspp_mgic_mobilenetv3_large": 2_053_786, "lraspp_mgic_mobilenetv3_small": 615_886}
+OFFICIAL_RULE_PARAMS = {"lraspp_mgic_mobilenetv3_large": 1_542_710, "lraspp_mgic_mobilenetv3_small": 529_902}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -53,6 +54,12 @@ def test_mgic_backbone_holds_mgic_blocks():
     model = lraspp_mgic_mobilenetv3_large()
     assert any(isinstance(m, MGICBlock) for m in model.modules())
     assert not any(isinstance(m, MGICBlock) for m in lraspp_mobilenetv3_large().modules())
+
+
+def test_reduced_tail_blocks_are_planned_on_their_expanded_width():
+    plans = [(m.widths, m.group_widths, m.groups) for m in lraspp_mgic_mobilenetv3_large().modules()
+             if isinstance(m, MGICBlock)]
+    assert plans[-2:] == [([80, 40, 20], [480, 240, 120], [5, 2, 1])] * 2  # 160 / 2 channels, 960 / 2 expanded
 
 
 @pytest.mark.parametrize("kwargs, argument", [({"width_mult": 0}, "width_mult"), ({"group_size": 0}, "group_size"),

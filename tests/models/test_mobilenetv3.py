@@ -4,14 +4,17 @@ import torch
 import torchvision
 from torch import nn
 
+from mgic_geo.complexity import profile
 from mgic_geo.core import MGICBlock, TransferOperator
 from mgic_geo.models import create_model
 from mgic_geo.models.mobilenetv3 import (
     GroupedInvertedResidual,
     InvertedResidualLevel,
     MGICInvertedResidual,
+    expanded_width,
     mgic_mobilenetv3_large,
     mobilenetv3_large,
+    mobilenetv3_config,
     transition_groups,
 )
 
@@ -21,10 +24,10 @@ NAMES = ["mobilenetv3_large", "mobilenetv3_small", "mgic_mobilenetv3_large", "mg
 PARAMS = {
     ("mobilenetv3_large", 1.0): 5_483_032,
     ("mobilenetv3_small", 1.0): 2_542_856,
-    ("mgic_mobilenetv3_large", 0.6): 2_311_608,
-    ("mgic_mobilenetv3_large", 1.0): 5_615_432,
-    ("mgic_mobilenetv3_large", 1.2): 7_499_968,
-    ("mgic_mobilenetv3_small", 1.0): 2_542_856,
+    ("mgic_mobilenetv3_large", 0.6): 2_214_632,
+    ("mgic_mobilenetv3_large", 1.0): 5_079_496,
+    ("mgic_mobilenetv3_large", 1.2): 6_918_410,
+    ("mgic_mobilenetv3_small", 1.0): 2_509_200,
 }
 
 
@@ -46,7 +49,7 @@ def test_plain_large_is_torchvisions():
 
 def test_official_level_rule_coarsens_every_block():
     model = mgic_mobilenetv3_large(level_rule="official")
-    assert n_params(model) == 5_794_352
+    assert n_params(model) == 5_097_644
     assert all(len(m.widths) >= 2 for m in model.modules() if isinstance(m, MGICBlock))
 
 
@@ -67,11 +70,78 @@ def test_mgic_variants_put_mgic_blocks_in_the_residual_blocks(name):
         assert isinstance(block, (MGICInvertedResidual, GroupedInvertedResidual))
 
 
-def test_large_plan_coarsens_the_160_channel_blocks():
-    plans = [(m.mgic.widths, m.mgic.groups) for m in mgic_mobilenetv3_large().modules()
+def test_large_plan_is_computed_on_the_expanded_width():
+    plans = [(m.mgic.widths, m.mgic.group_widths, m.mgic.groups) for m in mgic_mobilenetv3_large().modules()
              if isinstance(m, MGICInvertedResidual)]
-    assert plans[-2:] == [([160, 80], [2, 1])] * 2
-    assert all(len(widths) == 1 for widths, _ in plans[:-2])  # narrower than 2 * s_c: one full level
+    assert plans == [
+        ([16], [16], [1]),
+        ([24], [72], [1]),  # expanded width < 2 * s_c: one full level
+        ([40], [120], [1]),
+        ([40], [120], [1]),
+        ([80, 40], [200, 100], [2, 1]),
+        ([80, 40], [184, 92], [2, 1]),
+        ([80, 40], [184, 92], [2, 1]),
+        ([112, 56, 28, 14], [672, 336, 168, 84], [8, 4, 2, 1]),
+        ([160, 80, 40, 20], [960, 480, 240, 120], [10, 5, 2, 1]),
+        ([160, 80, 40, 20], [960, 480, 240, 120], [10, 5, 2, 1]),
+    ]
+    transitions = [m.groups for m in mgic_mobilenetv3_large().modules() if isinstance(m, GroupedInvertedResidual)]
+    assert transitions == [1, 1, 2, 4, 8]  # 16->24 (e 64), 24->40 (72), 40->80 (240), 80->112 (480), 112->160 (672)
+
+
+def test_group_rule_on_the_112_channel_block():
+    """(112 -> 672 -> 112, k=3, SE): L = floor(log2(672 / 64)) = 3; g_j is the largest count
+    <= e_j / 64 dividing w_j, w_{j+1} and e_j; every level's grouped 1x1 maps use it."""
+    setting, _ = mobilenetv3_config("large")
+    cnf = setting[11]
+    assert (cnf.input_channels, cnf.expanded_channels, cnf.out_channels, cnf.stride) == (112, 672, 112, 1)
+    block = MGICInvertedResidual(cnf, nn.BatchNorm2d, group_size=64, coarsest=64)
+    assert block.mgic.widths == [112, 56, 28, 14]
+    assert block.mgic.group_widths == [expanded_width(w, cnf) for w in block.mgic.widths] == [672, 336, 168, 84]
+    assert block.mgic.groups == [8, 4, 2, 1]  # 672 // 64 = 10 and 9 do not divide 112; 8 does
+    for level, width, expanded, groups in zip(block.mgic.blocks, block.mgic.widths, block.mgic.group_widths,
+                                              block.mgic.groups):
+        expand, depthwise, project = level.block[0][0], level.block[1][0], level.block[-1][0]
+        assert (expand.in_channels, expand.out_channels, expand.groups) == (width, expanded, groups)
+        assert (project.in_channels, project.out_channels, project.groups) == (expanded, width, groups)
+        assert depthwise.groups == expanded and level.expanded_channels == expanded
+    assert [(r.in_channels, r.out_channels, r.groups) for r in block.mgic.restrictions] == [
+        (112, 56, 8), (56, 28, 4), (28, 14, 2)
+    ]
+    x = torch.randn(2, 112, 4, 4)
+    assert block(x).shape == x.shape
+
+
+def test_expanded_width_scales_the_block_ratio():
+    setting, _ = mobilenetv3_config("large")
+    assert [expanded_width(w, setting[8]) for w in (80, 40, 20, 7)] == [184, 92, 46, 16]  # 2.3 x, half up
+    assert [expanded_width(w, setting[0]) for w in (16, 8, 1)] == [16, 8, 1]  # no expand layer (e == c)
+
+
+@pytest.mark.parametrize("width_mult", [0.6, 1.0, 1.2])
+def test_mgic_large_is_cheaper_than_plain_at_the_papers_setting(width_mult):
+    """At s_g = s_c = 64 (paper Table 4) every MGIC-Large width has fewer params and MACs than the plain
+    network at the same width_mult (224 x 224, 1000 classes)."""
+    measured = {}
+    for name in ("mobilenetv3_large", "mgic_mobilenetv3_large"):
+        with torch.device("meta"):
+            kwargs = {"group_size": 64, "coarsest": 64} if name.startswith("mgic") else {}
+            measured[name] = profile(create_model(name, width_mult=width_mult, **kwargs), torch.empty(1, 3, 224, 224))
+    plain, mgic = measured["mobilenetv3_large"], measured["mgic_mobilenetv3_large"]
+    assert mgic.params < plain.params
+    assert mgic.macs < 0.8 * plain.macs
+
+
+@pytest.mark.parametrize("width_mult", [0.35, 0.75, 1.3])
+@pytest.mark.parametrize("name", ["mgic_mobilenetv3_large", "mgic_mobilenetv3_small"])
+def test_odd_widths_build_and_run(name, width_mult):
+    model = create_model(name, width_mult=width_mult, num_classes=3)
+    for block in model.modules():
+        if isinstance(block, MGICBlock):
+            for fine, coarse, expanded, groups in zip(block.widths, block.widths[1:] + [None], block.group_widths,
+                                                      block.groups):
+                assert fine % groups == 0 and expanded % groups == 0 and (coarse is None or coarse % groups == 0)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
 
 
 def test_transfer_operators_keep_their_averaging_init():
@@ -106,11 +176,13 @@ def test_residual_is_added_once():
         torch.testing.assert_close(level(x), x + level.block(x))
 
 
-def test_transitions_are_grouped_where_widths_allow():
-    assert transition_groups(128, 768, 256, 64) == 2
-    assert transition_groups(112, 672, 160, 64) == 1
-    assert transition_groups(24, 72, 40, 8) == 2  # 3 = 24 // 8 does not divide 40, 2 does
-    model = mgic_mobilenetv3_large(group_size=16)
+def test_transitions_are_grouped_on_their_expanded_width():
+    assert transition_groups(112, 672, 160, 64) == 8  # <= 672 // 64 = 10; 10 and 9 do not divide 112 and 160
+    assert transition_groups(80, 480, 112, 64) == 4  # <= 7; 7, 6 and 5 do not divide all three
+    assert transition_groups(24, 72, 40, 8) == 8  # 9 = 72 // 8 does not divide 24, 8 does
+    assert transition_groups(16, 64, 24, 64) == 1
+    assert transition_groups(7, 13, 5, 1) == 1  # coprime widths: one group, never an error
+    model = mgic_mobilenetv3_large()
     transitions = [m for m in model.modules() if isinstance(m, GroupedInvertedResidual)]
     assert max(block.groups for block in transitions) > 1
     for block in transitions:

@@ -38,9 +38,27 @@ def test_imagenet_output_shape(builder):
 
 
 def test_every_parameter_gets_a_gradient():
-    model = mgic_resnet56()
+    model = mgic_resnet56(zero_init_correction=False)
     model(torch.randn(2, 3, 16, 16)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_zero_initialised_corrections_start_learning():
+    # The default: every N_j starts with scale 0, so at first only the finest correction's scale N_0
+    # gets a gradient; each step opens the next coarser level (as zero_init_residual does for a branch).
+    torch.manual_seed(0)
+    model = mgic_resnet56()
+    blocks = [m for m in model.modules() if isinstance(m, MGICBlock) and len(m.widths) == 3]
+    assert blocks and all((norm.weight == 0).all() for b in blocks for norm in b.norms)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = torch.randn(2, 3, 16, 16)
+    model(images).sum().backward()
+    assert all(b.norms[0].weight.grad.abs().sum() > 0 for b in blocks)
+    assert all(b.norms[1].weight.grad.abs().sum() == 0 for b in blocks)
+    optimizer.step()
+    optimizer.zero_grad()
+    model(images).sum().backward()
+    assert all(norm.weight.grad.abs().sum() > 0 for b in blocks for norm in b.norms)
 
 
 def test_mgic_resnet50_runs_on_a_small_image():

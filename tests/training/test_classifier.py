@@ -83,6 +83,9 @@ def test_shipped_configs_build_their_model_and_data(path):
     from mgic_geo.data import ModelNet10DataModule
 
     config = yaml.safe_load(path.read_text())
+    assert config["model"]["class_path"] == "mgic_geo.training.PointCloudClassifier"
+    assert config["data"]["class_path"] == "mgic_geo.data.ModelNet10DataModule"
+    config["model"], config["data"] = config["model"]["init_args"], config["data"]["init_args"]
     module = PointCloudClassifier(**config["model"])
     data = ModelNet10DataModule(**config["data"])
     assert data.num_classes == module.num_classes == 10

@@ -27,22 +27,22 @@ def write_config(path: Path, tmp_path: Path, **overrides) -> Path:
             "enable_model_summary": False,
             "log_every_n_steps": 5,
         },
-        "model": {
+        "model": {"class_path": "mgic_geo.training.PointCloudClassifier", "init_args": {
             "model": "mgic_diffgcn",
             "model_kwargs": {"k": 10, "dropout": 0.0},
             "optimizer": "adam",
             "lr": 0.003,
             "min_lr": 0.0003,
             "weight_decay": 0.0,
-        },
-        "data": {
+        }},
+        "data": {"class_path": "mgic_geo.data.ModelNet10DataModule", "init_args": {
             "root": str(tmp_path / "synthetic"),
             "source": "synthetic",
             "synthetic_shapes": [20, 5],
             "num_points": 128,
             "batch_size": 16,
             "augment": False,
-        },
+        }},
         "checkpoint": {"every_n_epochs": 3},
     }
     for key, value in overrides.items():
@@ -50,7 +50,7 @@ def write_config(path: Path, tmp_path: Path, **overrides) -> Path:
             config[key] = value
             continue
         section, name = key.split(".", 1)
-        config[section][name] = value
+        config[section].get("init_args", config[section])[name] = value
     path.write_text(yaml.safe_dump(config))
     return path
 
