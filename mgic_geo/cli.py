@@ -44,6 +44,10 @@ COMMANDS = {
         "mgic_geo.bench.modelnet",
         "training samples/s and peak memory of the ModelNet-10 networks on the same batches",
     ),
+    ("bench", "all"): (
+        "mgic_geo.bench.all",
+        "every benchmark, written up as one report with plots (docs/benchmarks.md)",
+    ),
     ("bench", "knn"): (
         "mgic_geo.bench.knn",
         "time and memory of a batched kNN graph: ours vs naive cdist+topk vs torch-cluster/pyg-lib",

@@ -1,0 +1,260 @@
+"""Every benchmark in one run, written up as one report (``mgic-geo bench all --out docs/``).
+
+Runs, each through its own command so the report shows exactly what a user can rerun:
+
+* ``mgic-geo bench block``: dense block vs MGIC block, time and peak memory over the widths;
+* ``mgic-geo bench grouped``: the formulations of the grouped 1x1 channel map;
+* ``mgic-geo bench knn`` at its defaults (32 clouds of 1024 points, D = 3 and 64, k = 10 and 20),
+  then at every ``N`` of ``--knn-sizes`` (``--knn-batch`` clouds, 3-D points, k = 10) for the
+  kNN-vs-N plot;
+* ``mgic-geo bench modelnet``: training throughput and memory of the Table-6 networks.
+
+Each writes its table and CSV under ``<out>/bench/<name>/``; this command then writes
+``<out>/benchmarks.md`` (the machine and library versions in its header, the headline ratios, every
+table, and the commands) and its log-log plots under ``<out>/images/``: time and memory against the
+width for the dense and the MGIC block, and kNN time against the points per cloud. CUDA columns
+appear where the benchmarks ran on CUDA (``--device auto`` runs CPU, plus CUDA when available).
+
+``--quick`` shrinks every size so that the whole report takes seconds: for tests of the report
+itself, not for figures anyone should quote.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import importlib.metadata
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+from mgic_geo.experiments.report import prepare_output_dir
+
+SECTIONS = ("block", "grouped", "knn", "modelnet")
+FULL = {
+    "block": [],
+    "grouped": [],
+    "knn": [],
+    "modelnet": ["--steps", "5"],
+}
+QUICK = {
+    "block": ["--widths", "32", "--nodes", "256", "--batch", "2", "--size", "8", "--repeats", "1",
+              "--no-progress"],
+    "grouped": ["--channels", "64", "--nodes", "256", "--batch", "2", "--size", "8", "--repeats", "1"],
+    "knn": ["--batch", "2", "--points", "64", "--k", "4", "--dims", "3", "--repeats", "1"],
+    "modelnet": ["--models", "mgic_diffgcn", "dgcnn_pyg_example", "--batch", "2", "--points", "128", "--steps", "1"],
+}
+KNN_SIZES = (1024, 4096, 16384)  # one cloud each: naive cdist needs N^2 floats (1 GiB at 16384)
+QUICK_KNN_SIZES = (32, 64)
+VERSIONED = ("torch", "torch_geometric", "lightning", "torchmetrics", "numpy", "torch_cluster", "pyg_lib")
+
+
+def library_versions() -> str:
+    """``name version`` of the libraries the figures depend on (``absent`` when not installed)."""
+    parts = [f"python {platform.python_version()}"]
+    for name in VERSIONED:
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name.replace('_', '-'))}")
+        except importlib.metadata.PackageNotFoundError:
+            try:
+                parts.append(f"{name} {importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                parts.append(f"{name} absent")
+    return ", ".join(parts)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _run_command(argv: list[str]) -> None:
+    from mgic_geo.cli import main
+
+    status = main(argv)
+    if status:
+        raise RuntimeError(f"`mgic-geo {' '.join(argv)}` failed with exit status {status}")
+
+
+def headline(block: list[dict], knn: list[dict], modelnet: list[dict]) -> list[str]:
+    """The ratios the README quotes, read from the benchmark tables (those that are there)."""
+    lines = []
+    for device in sorted({row["device"] for row in block}):
+        for case in ("graph", "image"):
+            rows = [r for r in block if r["device"] == device and r["case"] == case]
+            if rows:
+                widest = max(rows, key=lambda r: int(r["c"]))
+                lines.append(f"MGIC block vs dense block, {case}, c = {widest['c']} ({device}): "
+                             f"{float(widest['speed-up (dense/MGIC)']):.2f}x the speed, "
+                             f"{float(widest['memory ratio (dense/MGIC)']):.2f}x less peak memory "
+                             f"(ratio dense/MGIC; {float(widest['MAC ratio (dense/MGIC)']):.1f}x fewer MACs)")
+    for row in knn:
+        if not row.get("method", "").startswith("ours") and _number(row.get("time / ours")) is not None:
+            lines.append(f"kNN, D = {row['D']}, k = {row['k']} ({row['device']}): {row['method']} takes "
+                         f"{float(row['time / ours']):.2f}x our time")
+    by_model = {(r["device"], r["model"]): r for r in modelnet}
+    for device in sorted({r["device"] for r in modelnet}):
+        ours, theirs = by_model.get((device, "mgic_diffgcn")), by_model.get((device, "dgcnn_pyg_example"))
+        if ours and theirs:
+            speed = float(ours["samples / s"]) / float(theirs["samples / s"])
+            memory = float(theirs["peak memory [MiB]"]) / max(float(ours["peak memory [MiB]"]), 1e-9)
+            lines.append(f"ModelNet-10 training ({device}): mgic_diffgcn {speed:.2f}x the samples/s of "
+                         f"dgcnn_pyg_example, with {memory:.2f}x less peak memory")
+    return lines
+
+
+def plot_block(rows: list[dict], path: Path) -> Path:
+    """Log-log time and peak memory against the width, dense vs MGIC, one line per case and device."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for device in sorted({r["device"] for r in rows}):
+        for case in sorted({r["case"] for r in rows}):
+            series = sorted((r for r in rows if r["device"] == device and r["case"] == case), key=lambda r: int(r["c"]))
+            widths = [int(r["c"]) for r in series]
+            for variant, style in (("dense", "-o"), ("MGIC", "--s")):
+                label = f"{case} {variant} ({device})"
+                time_axis.plot(widths, [float(r[f"{variant} ms"]) for r in series], style, label=label)
+                memory = [max(float(r[f"{variant} peak MiB"]), 1e-3) for r in series]
+                memory_axis.plot(widths, memory, style, label=label)
+    for axis, title, unit in ((time_axis, "forward+backward time", "ms"), (memory_axis, "peak memory", "MiB")):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("channels c")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_knn(rows: list[dict], path: Path) -> Path:
+    """Log-log kNN time against the points per cloud, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4.2))
+    for method in sorted({r["method"] for r in rows}):
+        series = sorted((r for r in rows if r["method"] == method), key=lambda r: int(r["N"]))
+        axis.plot([int(r["N"]) for r in series], [float(r["ms"]) for r in series], "-o", label=method)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("points per cloud N")
+    axis.set_ylabel("ms")
+    axis.set_title("kNN graph (3-D points, k = 10)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn_batch: int = 1,
+              knn_sizes: Sequence[int] | None = None, sections: Sequence[str] = SECTIONS) -> Path:
+    """Run the benchmarks and write ``<out>/benchmarks.md``; returns its path."""
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        raise ValueError(f"`--sections` must be some of {', '.join(SECTIONS)}, got {list(sections)!r}")
+    out = prepare_output_dir(out)
+    images = prepare_output_dir(out / "images")
+    options = QUICK if quick else FULL
+    knn_sizes = list(knn_sizes or (QUICK_KNN_SIZES if quick else KNN_SIZES))
+    from mgic_geo.bench.block import machine_description, resolve_devices
+
+    machine = machine_description(resolve_devices(device))
+    started = time.perf_counter()
+    commands, tables = [], {}
+    for name in sections:
+        folder = out / "bench" / name
+        argv = ["bench", name, *options[name], "--out", str(folder)]
+        if name != "grouped":
+            argv += ["--device", device]
+        _run_command(argv)
+        commands.append("mgic-geo " + " ".join(argv))
+        tables[name] = folder
+    knn_by_size = []
+    if "knn" in sections:
+        batch = 1 if quick else knn_batch
+        for points in knn_sizes:
+            folder = out / "bench" / "knn_sizes" / f"N{points}"
+            argv = ["bench", "knn", "--batch", str(batch), "--points", str(points), "--k", "10", "--dims", "3",
+                    "--repeats", "1" if quick else "3", "--device", device, "--out", str(folder)]
+            _run_command(argv)
+            commands.append("mgic-geo " + " ".join(argv))
+            knn_by_size += [r | {"N": points} for r in read_csv(folder / "knn.csv") if r["status"] == "ok"]
+
+    block = read_csv(tables["block"] / "block.csv") if "block" in tables else []
+    knn = read_csv(tables["knn"] / "knn.csv") if "knn" in tables else []
+    modelnet = read_csv(tables["modelnet"] / "modelnet.csv") if "modelnet" in tables else []
+    figures = []
+    if block:
+        figures.append(("Dense vs MGIC block: time and peak memory against the width",
+                        plot_block(block, images / "bench_block.png")))
+    if knn_by_size:
+        figures.append(("kNN time against the points per cloud", plot_knn(knn_by_size, images / "bench_knn.png")))
+
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    parts = [
+        "# Benchmarks",
+        "",
+        "Generated by `mgic-geo bench all" + (" --quick" if quick else "") + f" --out {out}`"
+        + (" (QUICK MODE: tiny sizes for testing the report; do not quote these figures)" if quick else "") + ".",
+        "",
+        f"- date: {date}",
+        f"- machine: {machine}",
+        f"- libraries: {library_versions()}",
+        f"- wall time: {time.perf_counter() - started:.0f} s",
+        "",
+        "## Headline",
+        "",
+    ]
+    parts += [f"- {line}" for line in headline(block, knn, modelnet)] or ["- (no benchmark with a headline ran)"]
+    for title, path in figures:
+        parts += ["", f"![{title}]({path.relative_to(out).as_posix()})"]
+    for name, folder in tables.items():
+        text = (folder / f"{name}.md").read_text().rstrip()
+        parts += ["", "#" + text if text.startswith("## ") else text]
+    if knn_by_size:
+        parts += ["", "## kNN against the points per cloud", "",
+                  "| N | method | ms | time / ours |", "|---|---|---|---|"]
+        parts += [f"| {r['N']} | {r['method']} | {float(r['ms']):.4g} | {float(r['time / ours']):.3g} |"
+                  for r in sorted(knn_by_size, key=lambda r: (int(r["N"]), r["method"]))]
+    parts += ["", "## Commands", "", "```"] + commands + ["```", ""]
+    report = out / "benchmarks.md"
+    report.write_text("\n".join(parts))
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="docs", help="writes benchmarks.md, images/ and bench/ here (default: docs)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds: to test the report, not for figures")
+    parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when available), cpu or cuda")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), metavar="NAME",
+                        help=f"benchmarks to run (default: all of {', '.join(SECTIONS)})")
+    parser.add_argument("--knn-batch", type=int, default=1, help="clouds per kNN call in the kNN-vs-N runs (default: 1)")
+    parser.add_argument("--knn-sizes", type=int, nargs="+", default=None, metavar="N",
+                        help=f"points per cloud of the kNN-vs-N runs (default: {' '.join(map(str, KNN_SIZES))})")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = bench_all(args.out, quick=args.quick, device=args.device, knn_batch=args.knn_batch,
+                       knn_sizes=args.knn_sizes, sections=args.sections)
+    print(f"wrote {report}")
+    return 0
