@@ -104,13 +104,33 @@ class _ClassFolder(ImageFolder):
         return classes, {name: i for i, name in enumerate(classes)}
 
 
+# What the official CIFAR-10 batches (and numpy arrays pickled with protocol 2) need to be rebuilt;
+# a pickle naming any other global could run code, so it is refused instead of loaded.
+SAFE_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only; any other global is an ``UnpicklingError``."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load the global {module}.{name} (a CIFAR-10 batch holds only "
+                                         "dicts, lists, strings and numpy arrays; anything else could run code)")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"CIFAR-10 archive: missing file {str(path)!r}\n"
                          + CIFAR10_LAYOUT.format(root=path.parent.parent))
     try:
         with open(path, "rb") as handle:
-            content = pickle.load(handle, encoding="latin1")
+            content = _ArrayUnpickler(handle, encoding="latin1").load()
     except Exception as err:  # truncated / not a pickle
         raise ValueError(f"{path}: not a readable CIFAR-10 python batch ({type(err).__name__}: {err})") from None
     if not isinstance(content, dict):

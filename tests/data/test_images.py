@@ -244,6 +244,32 @@ def test_broken_archives_name_the_file(tmp_path):
         CIFAR10DataModule(str(root)).setup("test")
 
 
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch pwned",)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_batch_pickling_anything_but_arrays_is_refused_unrun(tmp_path, monkeypatch, protocol):
+    root = write_archive(tmp_path / "a")
+    monkeypatch.chdir(tmp_path)
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as handle:
+        pickle.dump({"data": _RunsCode(), "labels": [0]}, handle, protocol=protocol)
+    with pytest.raises(ValueError, match=r"test_batch: not a readable CIFAR-10 python batch \(UnpicklingError: refused to "
+                                         r"load the global (posix|os)\.system"):
+        CIFAR10DataModule(str(root)).setup("test")
+    assert not (tmp_path / "pwned").exists()
+    # arrays pickled with protocol 5 (newer Pythons' default) still load
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as handle:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}, handle, protocol=protocol)
+    dm = CIFAR10DataModule(str(root))
+    dm.setup("test")
+    assert len(dm.eval_set) == 2
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"batch_size": 0}, "`batch_size` must be a positive integer, got 0"),
     ({"batch_size": True}, "`batch_size` must be a positive integer, got True"),
