@@ -116,6 +116,7 @@ class Measurement:
     channels_last: bool
     seed: int
     num_threads: int
+    checkpoint: bool = False
 
     def describe(self) -> str:
         return f"{self.device} {self.case} c={self.width} {self.variant}"
@@ -125,12 +126,15 @@ class Measurement:
 # What is measured
 
 
-def build_block(case: str, variant: str, width: int, *, group_size: int = 8, coarsest: int = 16) -> nn.Module:
-    """The dense block or the MGIC block of ``case`` at width ``width``."""
+def build_block(case: str, variant: str, width: int, *, group_size: int = 8, coarsest: int = 16,
+                checkpoint: bool = False) -> nn.Module:
+    """The dense block or the MGIC block of ``case`` at width ``width`` (``checkpoint``: the MGIC
+    block recomputes its levels in backward, :class:`~mgic_geo.MGICBlock`)."""
     level_block = {"graph": ChannelMixNormAct, "image": ConvNormAct}[case]
     if variant == "dense":
         return level_block(width, 1)
-    return MGICBlock(width, lambda w, g: level_block(w, g), group_size=group_size, coarsest=coarsest)
+    return MGICBlock(width, lambda w, g: level_block(w, g), group_size=group_size, coarsest=coarsest,
+                     checkpoint=checkpoint)
 
 
 def input_shape(case: str, width: int, *, nodes: int, batch: int, size: int) -> tuple[int, ...]:
@@ -172,7 +176,8 @@ def _timed_passes(block: nn.Module, x: Tensor, grad_output: Tensor, passes: int)
 def _prepare(spec: Measurement) -> tuple[nn.Module, Tensor, Tensor]:
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
-    block = build_block(spec.case, spec.variant, spec.width, group_size=spec.group_size, coarsest=spec.coarsest)
+    block = build_block(spec.case, spec.variant, spec.width, group_size=spec.group_size, coarsest=spec.coarsest,
+                        checkpoint=spec.checkpoint)
     block = block.to(device).train()
     # Reseed so the input does not depend on how many numbers the block's init drew: dense and
     # MGIC see the same input.
@@ -311,6 +316,7 @@ def bench_block(
     warmup: int = 1,
     device: str = "auto",
     channels_last: bool = False,
+    checkpoint: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:
@@ -329,7 +335,7 @@ def bench_block(
         Measurement(
             device=dev, case=case, variant=variant, width=width, nodes=nodes, batch=batch, size=size,
             group_size=group_size, coarsest=coarsest, warmup=warmup, repeats=repeats,
-            channels_last=channels_last, seed=seed, num_threads=num_threads,
+            channels_last=channels_last, seed=seed, num_threads=num_threads, checkpoint=checkpoint,
         )
         for dev in devices
         for case in cases
@@ -408,13 +414,14 @@ def machine_description(devices: Sequence[str]) -> str:
 
 
 def method_notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, nodes: int, batch: int,
-                 size: int, channels_last: bool, devices: Sequence[str]) -> list[str]:
+                 size: int, channels_last: bool, devices: Sequence[str], checkpoint: bool = False) -> list[str]:
     """The printed and saved notes: what was measured and how."""
     lines = [
         f"graph: node features [{nodes}, c], dense = ChannelMixNormAct(c, 1) (1x1 mix + BN + ReLU); "
         f"image: [{batch}, c, {size}, {size}]{' channels_last' if channels_last else ''}, "
         "dense = ConvNormAct(c, 1) (3x3 conv + BN + ReLU). "
-        f"MGIC = MGICBlock(c, level block, group_size={group_size}, coarsest={coarsest}), paper level rule; "
+        f"MGIC = MGICBlock(c, level block, group_size={group_size}, coarsest={coarsest}"
+        f"{', checkpoint=True' if checkpoint else ''}), paper level rule; "
         "`MGIC levels` counts widths c, c/2, ..., coarsest.",
         f"time: median of {repeats} forward+backward passes after {warmup} warm-up pass(es), train mode, "
         "input requires grad, backward with a ones gradient; ratios > 1 favour MGIC.",
@@ -456,6 +463,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes first (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when available), cpu or cuda")
     parser.add_argument("--channels-last", action="store_true", help="channels_last images and weights")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="MGIC block with checkpoint=True (recomputes each level in backward, less memory)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--out", default="outputs/bench",
                         help="writes block.md and block.csv here (default: %(default)s)")
@@ -466,7 +475,7 @@ def run(args: argparse.Namespace) -> int:
     devices = resolve_devices(args.device)
     options = dict(
         nodes=args.nodes, batch=args.batch, size=args.size, group_size=args.group_size,
-        coarsest=args.coarsest, channels_last=args.channels_last,
+        coarsest=args.coarsest, channels_last=args.channels_last, checkpoint=args.checkpoint,
     )
     _validate(args.widths, args.cases, args.nodes, args.batch, args.size, args.group_size, args.coarsest,
               args.repeats, args.warmup, args.seed)

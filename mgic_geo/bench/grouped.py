@@ -1,8 +1,9 @@
 """Forward+backward time of the formulations of a grouped 1x1 channel map (``mgic-geo bench grouped``).
 
 The measurements behind the choices in :mod:`mgic_geo.core.grouped`, side by side in one run: for
-node features ``[N, C]`` (channel-last) and for NCHW images (channel-major), the formulation the
-core uses against the obvious alternatives. Every formulation computes the same map (checked
+node features ``[N, C]`` (channel-last), for node features stored channel-major (the layout
+:class:`~mgic_geo.MGICBlock` runs pointwise node blocks in) and for NCHW images (channel-major), the
+formulation the core uses against the obvious alternatives. Every formulation computes the same map (checked
 before timing); times are the median of ``--repeats`` forward+backward passes after one warm-up.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mgic_geo.bench.block import machine_description
-from mgic_geo.core.grouped import grouped_channel_map
+from mgic_geo.core.grouped import _channel_last_map, grouped_channel_map, to_channel_major
 from mgic_geo.experiments.report import prepare_output_dir, write_table
 from mgic_geo.validation import check_int
 
@@ -38,11 +39,24 @@ def _grouped_conv2d_channels_last(x: Tensor, weight: Tensor) -> Tensor:
     return _grouped_conv2d(x.contiguous(memory_format=torch.channels_last), weight)
 
 
+def _row_major_supergroups(x: Tensor, weight: Tensor) -> Tensor:
+    return _channel_last_map(x.contiguous(), weight)
+
+
+def _row_major_then_channel_major(x: Tensor, weight: Tensor) -> Tensor:
+    return grouped_channel_map(to_channel_major(x), weight).contiguous()
+
+
 FORMULATIONS = {
     "nodes [N, C]": {
         "core: block-diagonal super-groups, one batched GEMM": grouped_channel_map,
         "einsum per group": _per_group_einsum,
         "conv1d(groups=g)": _grouped_conv1d,
+        "copy to channel-major, broadcast matmul, copy back": _row_major_then_channel_major,
+    },
+    "nodes [N, C] stored channel-major": {
+        "core: broadcast matmul over groups": grouped_channel_map,
+        "copy to row-major, block-diagonal super-groups": _row_major_supergroups,
     },
     "images [B, C, H, W]": {
         "core: broadcast matmul over groups": grouped_channel_map,
@@ -79,6 +93,7 @@ def bench_grouped(
     weight = torch.randn(groups, out_per_group, in_per_group, generator=generator)
     inputs = {
         "nodes [N, C]": torch.randn(nodes, channels, generator=generator),
+        "nodes [N, C] stored channel-major": to_channel_major(torch.randn(nodes, channels, generator=generator)),
         "images [B, C, H, W]": torch.randn(batch, channels, size, size, generator=generator),
     }
     rows = []

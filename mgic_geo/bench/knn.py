@@ -20,8 +20,9 @@ Times are the median of ``--repeats`` calls after one warm-up call (``torch.cuda
 around each call on CUDA). Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one extra
 call, minus ``memory_allocated`` before it (the returned ``edge_index`` included). On every device
 the table also gives the size of the largest distance buffer each torch method holds at once,
-computed analytically (ours: one chunk of at most ``MAX_DISTANCE_ELEMENTS`` scores; naive:
-``B N^2``); CPU memory is not measured.
+computed analytically (ours: one chunk of at most ``MAX_DISTANCE_ELEMENTS`` scores, plus the
+``+inf`` columns that pad CPU rows to 64 k when ``N < 64 k <= 1.5 N``; naive: ``B N^2``); CPU memory
+is not measured.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from torch import Tensor
 from mgic_geo.bench.block import machine_description
 from mgic_geo.bench.process import synchronize
 from mgic_geo.experiments.report import prepare_output_dir, write_table
-from mgic_geo.nn.knn import MAX_DISTANCE_ELEMENTS, knn_graph
+from mgic_geo.nn.knn import MAX_DISTANCE_ELEMENTS, _chunk_shape, knn_graph
 from mgic_geo.validation import check_int
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -101,14 +102,14 @@ def installed(method: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in REQUIRES.get(method, ()))
 
 
-def distance_buffer_bytes(method: str, clouds: int, points: int, element_size: int) -> int | None:
-    """Bytes of the largest distance buffer ``method`` holds at once; ``None`` for the libraries."""
+def distance_buffer_bytes(method: str, clouds: int, points: int, element_size: int, k: int = 1) -> int | None:
+    """Bytes of the largest distance buffer ``method`` holds at once (on CPU, loop=False);
+    ``None`` for the libraries."""
     if method == NAIVE:
         return clouds * points * points * element_size
-    if method == OURS:  # the chunk of :func:`mgic_geo.nn.knn._knn_stacked`
-        clouds_per_chunk = max(1, MAX_DISTANCE_ELEMENTS // (points * points))
-        rows = points if clouds_per_chunk > 1 else max(1, MAX_DISTANCE_ELEMENTS // points)
-        return min(clouds, clouds_per_chunk) * min(points, rows) * points * element_size
+    if method == OURS:  # the chunk of :func:`mgic_geo.nn.knn._knn_stacked`, +inf padding included
+        clouds_per_chunk, rows, width = _chunk_shape(clouds, points, min(k, points - 1), "cpu")
+        return clouds_per_chunk * min(points, rows) * width * element_size
     return None
 
 
@@ -250,7 +251,7 @@ def bench_knn(
                 median_ms, min_ms = _time_ms(call, device, repeats)
                 row = {"device": device.type, "D": dim, "k": neighbours, "method": method, "status": "ok",
                        "ms": median_ms, "min ms": min_ms}
-                buffer = distance_buffer_bytes(method, batch, points, x.element_size())
+                buffer = distance_buffer_bytes(method, batch, points, x.element_size(), neighbours)
                 row["distance buffer MiB (analytic)"] = "n/a" if buffer is None else buffer / MIB
                 if device.type == "cuda":
                     row[CUDA_COLUMN] = _cuda_peak_mib(call, device)
@@ -281,6 +282,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls, median reported (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random points (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads during the run, e.g. 1 for steadier figures on a busy machine "
+                             "(default: torch's default)")
     parser.add_argument("--out", default="outputs/bench/knn", help="writes knn.md and knn.csv here (default: %(default)s)")
 
 
@@ -293,15 +297,17 @@ def notes(rows: Sequence[dict], *, machine: str, batch: int, points: int, repeat
         f"agreement: before timing, every method's graph was checked against ours (k edges per target, same cloud, "
         f"no self loops, sorted neighbour distances per target within rtol {RTOL}, atol {ATOL}): all agree.",
         "memory: 'distance buffer MiB' is the largest distance/score buffer a torch method holds at once, computed "
-        f"analytically (ours: a chunk of at most {MAX_DISTANCE_ELEMENTS} scores; naive: B N^2 distances); n/a for the "
+        f"analytically (ours: a chunk of at most {MAX_DISTANCE_ELEMENTS} scores, plus +inf padding up to 64 k columns "
+        f"when N < 64 k <= 1.5 N; naive: B N^2 distances); n/a for the "
         "libraries. "
         + ("'peak MiB' is torch.cuda.max_memory_allocated during one call minus memory_allocated before it "
            "(edge_index included)." if device == "cuda" else "CPU memory is not measured."),
     ]
-    by_config = {(row["D"], row["k"]): row for row in rows if row["method"] == NAIVE and row["status"] == "ok"}
-    if by_config:
-        ratios = ", ".join(f"D={dims} k={k}: {row['time / ours']:.2f}x" for (dims, k), row in by_config.items())
-        lines.append(f"naive / ours time: {ratios}")
+    for method in (NAIVE, TORCH_CLUSTER, PYG_LIB):
+        by_config = {(row["D"], row["k"]): row for row in rows if row["method"] == method and row["status"] == "ok"}
+        if by_config:
+            ratios = ", ".join(f"D={dims} k={k}: {row['time / ours']:.2f}x" for (dims, k), row in by_config.items())
+            lines.append(f"{method.split(':')[0]} / ours time (above 1: ours is faster): {ratios}")
     missing = [row["method"].split(":")[0] for row in rows if row["status"].startswith("not installed")]
     if missing:
         lines.append(f"not installed: {', '.join(missing)} (no rows measured for them)")
@@ -310,19 +316,30 @@ def notes(rows: Sequence[dict], *, machine: str, batch: int, points: int, repeat
 
 def run(args: argparse.Namespace) -> int:
     ks, dims = _validate(args.batch, args.points, args.k, args.dims, args.repeats, args.seed)
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        check_int("--threads", threads)
     device = resolve_device(args.device)
     out = prepare_output_dir(args.out)  # fail on a bad --out before measuring
     machine = machine_description([device])  # before measuring: it records the load at the start
     started = time.perf_counter()
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         rows = bench_knn(batch=args.batch, points=args.points, k=ks, dims=dims, repeats=args.repeats,
                          device=device, seed=args.seed)
     except DisagreementError as error:
         print(f"mgic-geo: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        torch.set_num_threads(default_threads)
     columns = list(COLUMNS) + ([CUDA_COLUMN] if device == "cuda" else [])
     table_notes = notes(rows, machine=machine, batch=args.batch, points=args.points, repeats=args.repeats, device=device,
                         seed=args.seed)
+    if threads is not None:
+        table_notes.insert(1, f"threads: torch.set_num_threads({threads}) during the measurement (the machine line "
+                              "gives the default)")
     # Other jobs on a small shared machine distort the times: record the load at the end too.
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table_notes.append(f"wall time of the whole run: {time.perf_counter() - started:.1f} s; 1-min load average at end {load:.2f}")

@@ -9,13 +9,27 @@
 
 No work is done on the way down, the correction reuses the stored ``r_j``, and ``N_j`` is a
 BatchNorm (no activation). If every level block is the identity, so is the whole block.
+
+Two things only change how the cycle runs, never what it computes:
+
+* Node features ``[N, C]`` whose level blocks all act on every node on its own (``pointwise``
+  modules such as :class:`~mgic_geo.layers.ChannelMixNormAct`) go through the cycle channel-major
+  (:func:`~mgic_geo.core.grouped.to_channel_major`): the grouped maps and batch norms then work
+  on contiguous per-channel rows instead of block-diagonal super-groups and strided reductions.
+  The output comes back in the input's layout.
+* ``checkpoint=True`` keeps only the inputs of every level on the way up and recomputes the
+  level during backward (:func:`torch.utils.checkpoint.checkpoint`), trading time for memory.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
+from mgic_geo.core.grouped import to_channel_major
 from mgic_geo.core.norm import ChannelBatchNorm
 from mgic_geo.core.plan import ChannelHierarchy
 from mgic_geo.core.transfer import TransferOperator
@@ -53,6 +67,10 @@ class MGICBlock(nn.Module):
             on it: the level count and the group counts follow it (:mod:`mgic_geo.core.plan`); a
             level block gets the ``groups`` of its level as before and must use them on that width.
             (default: ``None``, the level width itself)
+        checkpoint (bool): during training, store only each level's inputs on the way up and
+            recompute the level (correction and level block) in backward, so one level's
+            activations are alive at a time. Batch-norm running statistics are updated once,
+            as without it. (default: ``False``)
 
     Extra positional and keyword arguments of :meth:`forward` (``pos``, ``edge_index``, ...) are
     passed to every level block.
@@ -74,6 +92,7 @@ class MGICBlock(nn.Module):
         transfer_init: str = "average",
         zero_init_correction: bool = False,
         group_width: Callable[[int], int] | None = None,
+        checkpoint: bool = False,
     ):
         super().__init__()
         if not callable(block):
@@ -95,6 +114,7 @@ class MGICBlock(nn.Module):
         )
         self.norms = nn.ModuleList(norm(widths[j]) for j in range(len(widths) - 1))
         self.zero_init_correction = zero_init_correction
+        self.checkpoint = checkpoint
         self.init_corrections()
 
     @property
@@ -126,19 +146,44 @@ class MGICBlock(nn.Module):
                 if getattr(norm, "weight", None) is not None:
                     nn.init.zeros_(norm.weight)
 
+    @property
+    def pointwise(self) -> bool:
+        """Every level block acts on each row (node) on its own, so node features may run channel-major."""
+        return all(getattr(block, "pointwise", False) for block in self.blocks)
+
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        channel_major = x.dim() == 2 and self.pointwise
+        if channel_major:
+            layout_in, x = x, to_channel_major(x)
+
         fine, restricted = [], []
         for restrict in self.restrictions:
             fine.append(x)
             x = restrict(x)
             restricted.append(x)
 
-        y = self._level(len(self.restrictions), x, args, kwargs)
+        y = self._run(self._level, len(self.restrictions), x, args, kwargs)  # y = Block_full(x_L)
 
         for j in reversed(range(len(self.restrictions))):
-            z = fine[j] + self.norms[j](self.prolongations[j](y - restricted[j]))
-            y = self._level(j, z, args, kwargs)
+            # z = x_j + N_j(P_j(y - r_j));  y = Block_grouped_j(z)
+            y = self._run(self._up, j, fine[j], y, restricted[j], args, kwargs)
+
+        if channel_major and layout_in.is_contiguous():
+            y = y.contiguous()
         return y
+
+    def _up(self, j: int, x: Tensor, y: Tensor, r: Tensor, args, kwargs) -> Tensor:
+        z = x + self.norms[j](self.prolongations[j](y - r))
+        return self._level(j, z, args, kwargs)
+
+    def _run(self, step: Callable, j: int, *inputs):
+        """``step(j, *inputs)``, recomputed in backward when ``checkpoint`` (training only)."""
+        if not (self.checkpoint and self.training and torch.is_grad_enabled()):
+            return step(j, *inputs)
+        modules = [self.blocks[j]] + ([self.norms[j], self.prolongations[j]] if j < len(self.norms) else [])
+        return recompute_in_backward(
+            step, j, *inputs, use_reentrant=False, context_fn=lambda: (nullcontext(), _buffers_restored(modules))
+        )
 
     def _level(self, j: int, x: Tensor, args, kwargs) -> Tensor:
         y = self.blocks[j](x, *args, **kwargs)
@@ -155,6 +200,19 @@ class MGICBlock(nn.Module):
             f"{self.channels}, group_size={self.group_size}, coarsest={self.coarsest}, "
             f"widths={self.widths}, groups={self.groups}{group_widths}"
         )
+
+
+@contextmanager
+def _buffers_restored(modules: list[nn.Module]):
+    """Undo what a recomputation does to buffers (batch-norm running statistics and counters)."""
+    buffers = [b for m in modules for b in m.buffers()]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in zip(buffers, saved):
+                b.copy_(value)
 
 
 def _build_level_block(block: BlockFactory, width: int, groups: int) -> nn.Module:

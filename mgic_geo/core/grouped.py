@@ -14,6 +14,11 @@ backward of a 1024 -> 512 map in groups of 8 -> 4 on the 2-core development CPU
   channels and applied as one batched GEMM (381 ms, N = 32,768) -- it multiplies the zero blocks
   too, but long inner products pay for that. The zero blocks are built from the compact weight on
   every call, so gradients reach only the real entries.
+* channel-major node features (``[N, C]`` whose transpose ``[C, N]`` is contiguous, see
+  :func:`to_channel_major`): every group is again a contiguous ``[a, N]`` slab, so the broadcast
+  ``matmul`` of channel-major images applies with no zero blocks and no layout copies; the output
+  is channel-major too. :class:`~mgic_geo.MGICBlock` runs the V-cycle of node features in this
+  layout when its level blocks act on every node independently (``pointwise``).
 """
 from __future__ import annotations
 
@@ -28,6 +33,16 @@ def _supergroup_size(groups: int, in_per_group: int) -> int:
     while groups % size:
         size -= 1
     return size
+
+
+def is_channel_major(x: Tensor) -> bool:
+    """``x`` is ``[N, C]`` node features stored channel by channel (``x.t()`` contiguous, ``N, C > 1``)."""
+    return x.dim() == 2 and x.shape[0] > 1 and x.shape[1] > 1 and x.stride() == (1, x.shape[0])
+
+
+def to_channel_major(x: Tensor) -> Tensor:
+    """The same ``[N, C]`` values, stored channel by channel (a copy unless already so)."""
+    return x if is_channel_major(x) else x.t().contiguous().t()
 
 
 def _channel_last_map(x: Tensor, weight: Tensor) -> Tensor:
@@ -54,7 +69,9 @@ def grouped_channel_map(x: Tensor, weight: Tensor, bias: Tensor | None = None) -
             f"expected input with {groups * in_per_group} channels in dimension 1, "
             f"got shape {tuple(x.shape)}"
         )
-    if x.dim() == 2:
+    if is_channel_major(x):
+        out = torch.matmul(weight, x.t().reshape(groups, in_per_group, -1)).reshape(groups * out_per_group, -1).t()
+    elif x.dim() == 2:
         out = _channel_last_map(x, weight)
     elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         batch, _, height, width = x.shape

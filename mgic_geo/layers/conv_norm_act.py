@@ -15,7 +15,12 @@ from mgic_geo.core.transfer import GroupedChannelMap
 
 
 class ChannelMixNormAct(nn.Sequential):
-    """Grouped 1x1 channel mixing, batch norm and activation on channel dimension 1."""
+    """Grouped 1x1 channel mixing, batch norm and activation on channel dimension 1.
+
+    ``pointwise``: it acts on every node (row) on its own, so :class:`~mgic_geo.MGICBlock` may run
+    it on channel-major node features."""
+
+    pointwise = True
 
     def __init__(
         self,

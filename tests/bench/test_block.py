@@ -144,3 +144,15 @@ def test_tiny_run_on_cuda():
     for row in rows:
         assert row["dense ms"] > 0 and row["MGIC ms"] > 0
         assert row["dense peak MiB"] >= 0 and row["MGIC peak MiB"] >= 0
+
+
+def test_checkpoint_option_reaches_the_mgic_block_only():
+    assert bench.build_block("graph", "MGIC", 32, checkpoint=True).checkpoint
+    assert not bench.build_block("graph", "MGIC", 32).checkpoint
+    assert not hasattr(bench.build_block("image", "dense", 32, checkpoint=True), "checkpoint")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert parser.parse_args(["--checkpoint"]).checkpoint and not parser.parse_args([]).checkpoint
+    notes = bench.method_notes(warmup=1, repeats=1, group_size=8, coarsest=16, nodes=8, batch=1, size=4,
+                               channels_last=False, devices=["cpu"], checkpoint=True)
+    assert "checkpoint=True" in notes[0]

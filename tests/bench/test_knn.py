@@ -42,6 +42,8 @@ def test_tiny_run_has_a_row_for_every_method_and_configuration(tiny_rows):
 def test_analytic_distance_buffers_at_the_default_sizes():
     # Ours holds one chunk of MAX_DISTANCE_ELEMENTS float32 scores (4 MiB); naive all B N^2 (128 MiB).
     assert bench.distance_buffer_bytes(bench.OURS, 32, 1024, 4) == 4 * bench.MIB
+    assert bench.distance_buffer_bytes(bench.OURS, 32, 1024, 4, k=10) == 4 * bench.MIB
+    assert bench.distance_buffer_bytes(bench.OURS, 32, 1024, 4, k=20) == 5 * bench.MIB  # rows padded to 64 k = 1280
     assert bench.distance_buffer_bytes(bench.NAIVE, 32, 1024, 4) == 128 * bench.MIB
     assert bench.distance_buffer_bytes(bench.TORCH_CLUSTER, 32, 1024, 4) is None
 
@@ -93,17 +95,27 @@ def test_installed_libraries_are_checked_and_timed(monkeypatch):
     rows = bench.bench_knn(**{**TINY, "k": (2,), "dims": (3,)})
     assert [row["method"] for row in rows] == list(bench.METHODS)
     assert all(row["status"] == "ok" and row["distance buffer MiB (analytic)"] == "n/a" for row in rows[2:])
+    lines = bench.notes(rows, machine="m", batch=3, points=32, repeats=1, device="cpu", seed=0)
+    for name in ("naive", "torch-cluster", "pyg-lib"):
+        assert any(line.startswith(f"{name} / ours time (above 1: ours is faster): D=3 k=2: ") for line in lines)
 
 
 def test_cli_writes_the_table(tmp_path, capsys):
     assert main(["bench", "knn", *TINY_ARGS, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "naive / ours time: D=3 k=2:" in out and "torch " + torch.__version__ in out
+    assert "naive / ours time (above 1: ours is faster): D=3 k=2:" in out and "torch " + torch.__version__ in out
     with (tmp_path / "knn.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sum(row["status"] == "ok" for row in rows) >= 2 * 2 * len(TORCH_METHODS)
     assert len(rows) == 2 * 2 * sum(map(bench.installed, bench.METHODS)) + sum(not bench.installed(m) for m in bench.METHODS)
     assert (tmp_path / "knn.md").read_text().startswith("## Batched kNN graph")
+
+
+def test_cli_threads_option_is_noted_and_restored(tmp_path, capsys):
+    before = torch.get_num_threads()
+    assert main(["bench", "knn", *TINY_ARGS, "--k", "2", "--dims", "3", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert "threads: torch.set_num_threads(1) during the measurement" in capsys.readouterr().out
+    assert torch.get_num_threads() == before
 
 
 def test_cli_reports_a_disagreement_without_a_traceback(tmp_path, capsys, monkeypatch):
@@ -123,6 +135,7 @@ BAD = [
     (["--seed", "-1"], "`--seed` must be a non-negative integer, got -1"),
     (["--points", "8", "--k", "8"], "`--k` 8 must be smaller than `--points` 8"),
     (["--device", "tpu"], "`--device` must be one of"),
+    (["--threads", "0"], "`--threads` must be a positive integer, got 0"),
 ]
 if not torch.cuda.is_available():
     BAD.append((["--device", "cuda"], "`--device cuda` was requested but CUDA is not available"))

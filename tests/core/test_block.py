@@ -187,3 +187,102 @@ def test_group_width_keeps_the_identity_property():
     x = torch.randn(2, 40, 3, 3)
     torch.testing.assert_close(block(x), x)
     assert MGICBlock(64, identity, group_size=8, coarsest=16).group_widths == [64, 32, 16]
+
+
+def _reference_cycle(block, x):
+    """Algorithm 1 with dense block-diagonal matrices and torch's own batch norm, on the row-major
+    [N, C] layout (the formulation the channel-major fast path must equal)."""
+    import torch.nn.functional as F
+
+    from mgic_geo.core.grouped import block_diagonal
+
+    def bn(norm, t):
+        return F.batch_norm(t, norm.running_mean.clone(), norm.running_var.clone(), norm.weight, norm.bias, True,
+                            0.0, norm.eps)
+
+    def level(j, t):
+        mix, norm, _ = block.blocks[j]
+        return torch.relu(bn(norm, t @ block_diagonal(mix.weight).t()))
+
+    fine, restricted = [], []
+    for R in block.restrictions:
+        fine.append(x)
+        x = x @ block_diagonal(R.weight).t()
+        restricted.append(x)
+    y = level(len(fine), x)
+    for j in reversed(range(len(fine))):
+        y = level(j, fine[j] + bn(block.norms[j], (y - restricted[j]) @ block_diagonal(block.prolongations[j].weight).t()))
+    return y
+
+
+@pytest.mark.parametrize("channels, group_size, coarsest", [(64, 8, 16), (40, 4, 8), (33, 4, 8)])
+def test_node_features_run_channel_major_and_equal_the_reference(channels, group_size, coarsest):
+    torch.manual_seed(0)
+    block = MGICBlock(channels, lambda w, g: ChannelMixNormAct(w, g), group_size=group_size, coarsest=coarsest).double()
+    for norm in block.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.weight.data.uniform_(0.5, 2), norm.bias.data.normal_()
+    assert block.pointwise
+    x = torch.randn(50, channels, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1 = block(x1)
+    assert y1.is_contiguous()  # back in the caller's layout
+    y2 = _reference_cycle(block, x2)
+    torch.testing.assert_close(y1, y2)
+    params = list(block.parameters())
+    grad = torch.randn_like(y2)
+    g1 = torch.autograd.grad(y1, [x1, *params], grad)
+    g2 = torch.autograd.grad(y2, [x2, *params], grad)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+def test_level_blocks_that_are_not_pointwise_keep_the_row_major_layout():
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append(x.is_contiguous())
+            return x
+
+    block = MGICBlock(32, lambda w, g: Spy(), group_size=8, coarsest=8)
+    assert not block.pointwise
+    block(torch.randn(10, 32))
+    assert seen and all(seen)
+
+
+def _cases():
+    graph = (lambda: MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16), (40, 64))
+    image = (lambda: MGICBlock(32, lambda w, g: ConvNormAct(w, g), group_size=4, coarsest=8), (2, 32, 5, 5))
+    return {"graph": graph, "image": image}
+
+
+@pytest.mark.parametrize("case", ["graph", "image"])
+def test_checkpoint_recomputes_the_same_values_gradients_and_running_statistics(case):
+    build, shape = _cases()[case]
+    torch.manual_seed(0)
+    plain = build().double()
+    torch.manual_seed(0)
+    recomputed = build().double()
+    recomputed.checkpoint = True
+    assert "checkpoint" in MGICBlock.__init__.__code__.co_varnames
+    x = torch.randn(shape, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = recomputed(x1), plain(x2)
+    torch.testing.assert_close(y1, y2)
+    grad = torch.randn_like(y2)
+    y1.backward(grad), y2.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    for (name, a), b in zip(recomputed.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+    for (name, a), b in zip(recomputed.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, msg=name)  # running statistics updated once, not twice
+    recomputed.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(recomputed(x), plain(x))
+
+
+def test_checkpoint_is_a_constructor_option():
+    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16, checkpoint=True)
+    assert block.checkpoint
+    assert not MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16).checkpoint

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mgic_geo.core.grouped import _supergroup_size, block_diagonal, grouped_channel_map
+from mgic_geo.core.grouped import _supergroup_size, block_diagonal, grouped_channel_map, is_channel_major, to_channel_major
 
 
 def reference(x, weight):
@@ -17,14 +17,17 @@ SHAPES = {
 }
 
 
-@pytest.mark.parametrize("layout", list(SHAPES) + ["channels_last"])
+@pytest.mark.parametrize("layout", list(SHAPES) + ["channels_last", "channel_major_nodes"])
 @pytest.mark.parametrize("groups, out_per_group, in_per_group", [(8, 4, 8), (16, 8, 4), (1, 32, 64), (4, 16, 16), (64, 1, 1)])
 def test_every_formulation_equals_the_dense_block_diagonal_map(layout, groups, out_per_group, in_per_group):
-    shape = SHAPES["image" if layout == "channels_last" else layout]
+    shape = SHAPES[{"channels_last": "image", "channel_major_nodes": "nodes"}.get(layout, layout)]
     shape = (shape[0], groups * in_per_group, *shape[2:])
     x = torch.randn(shape, dtype=torch.float64)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
+    if layout == "channel_major_nodes":
+        x = to_channel_major(x)
+        assert is_channel_major(x)
     weight = torch.randn(groups, out_per_group, in_per_group, dtype=torch.float64)
     bias = torch.randn(groups * out_per_group, dtype=torch.float64)
 
@@ -59,3 +62,12 @@ def test_supergroups_pack_about_64_input_channels_and_divide_the_group_count():
 def test_wrong_channel_count_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expected input with 64 channels in dimension 1, got shape \(5, 32\)"):
         grouped_channel_map(torch.randn(5, 32), torch.randn(8, 4, 8))
+
+
+def test_channel_major_nodes_give_channel_major_output():
+    x = to_channel_major(torch.randn(37, 64))
+    assert x.stride() == (1, 37)
+    out = grouped_channel_map(x, torch.randn(8, 4, 8))
+    assert out.shape == (37, 32) and is_channel_major(out)
+    assert to_channel_major(x) is x
+    assert not is_channel_major(torch.randn(37, 64)) and not is_channel_major(torch.randn(1, 64).t().contiguous().t())

@@ -49,17 +49,40 @@ def test_clouds_are_independent_and_sizes_may_differ(name):
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["dgcnn", "mgic_diffgcn"])
-def test_fixed_size_batches_need_no_host_sync_and_match(name):
+@pytest.mark.parametrize("name, kwargs", [(name, {}) for name in MODELS] + [
+    ("diffgcn", {"graph": "dynamic"}), ("mgic_diffgcn", {"graph": "dynamic"})])
+def test_fixed_size_batches_need_no_host_sync_and_match(name, kwargs):
     import torch._dynamo
 
     pos, batch = shapes(count=2, size=32)
-    model = small(name).eval()
-    fixed = small(name, num_points=32).eval()
+    model = small(name, **kwargs).eval()
+    fixed = small(name, num_points=32, **kwargs).eval()
     fixed.load_state_dict(model.state_dict())
     torch.testing.assert_close(fixed(pos, batch), model(pos, batch))
     explanation = torch._dynamo.explain(fixed)(pos, batch)
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("name", ["diffgcn", "mgic_diffgcn"])
+def test_diffgcn_graphs_static_per_stage_on_positions_or_dynamic_per_block_on_features(name, monkeypatch):
+    import mgic_geo.models.clouds as clouds
+
+    built = []
+
+    def knn_graph(x, k, batch, **kwargs):
+        built.append((x.shape[0], x.shape[1]))
+        return original(x, k, batch, **kwargs)
+
+    original = clouds.knn_graph
+    monkeypatch.setattr(clouds, "knn_graph", knn_graph)
+    pos, batch = shapes(count=2, size=64)
+    small(name)(pos, batch)
+    assert built == [(128, 3), (64, 3), (32, 3), (16, 3)]  # one graph per stage, on the kept positions
+    built.clear()
+    dynamic = small(name, graph="dynamic")
+    dynamic(pos, batch)
+    assert built == [(128, 3), (128, 32), (64, 64), (32, 128), (16, 256)]  # the stem's, then one per block
+    assert "graph='dynamic'" in repr(dynamic)
 
 
 def test_pyg_dataloader_batch():
@@ -96,6 +119,7 @@ def test_table_6_targets_at_1024_points():
         (lambda: create_model("dgcnn", num_points=0), r"`num_points` must be a positive integer, got 0"),
         (lambda: create_model("dgcnn_pyg_example", num_points=0), r"`num_points` must be a positive integer, got 0"),
         (lambda: create_model("mgic_diffgcn", k=0), r"`k` must be a positive integer, got 0"),
+        (lambda: create_model("mgic_diffgcn", graph="knn"), r"`graph` must be one of \('static', 'dynamic'\), got 'knn'"),
     ],
 )
 def test_bad_construction(build, message):

@@ -54,6 +54,80 @@ def test_layout_is_source_to_target_grouped_by_target_nearest_first():
     assert knn_graph(pos, 1, flow="target_to_source").tolist() == [[0, 1, 2, 3], [1, 0, 1, 2]]
 
 
+def brute_force_neighbours(x, k, loop):
+    """Reference: float64 distances computed directly (no |p|^2 - 2 q.p expansion), stable sort:
+    nearest first, ties by index."""
+    distances = torch.cdist(x.double(), x.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    if not loop:
+        distances.fill_diagonal_(float("inf"))
+    order = distances.sort(dim=1, stable=True)
+    return order.indices[:, :k], order.values[:, :k]
+
+
+@pytest.mark.parametrize("size, k", [(300, 10), (300, 20), (1100, 20), (64, 30)])
+@pytest.mark.parametrize("loop", [False, True])
+def test_float64_equals_brute_force_neighbour_by_neighbour(size, k, loop):
+    # Random float64 points have no ties: the fast path (chunks, +inf padding for the CPU topk
+    # heap at n < 64 k <= 1.5 n, e.g. 1100 points with k = 20) gives exactly the brute-force
+    # neighbours in the same order.
+    x = torch.randn(size, 3, dtype=torch.float64) * 10 + 100  # far from the origin: centring matters
+    expected, _ = brute_force_neighbours(x, k, loop)
+    found = knn_graph(x, k, loop=loop, backend="torch")
+    assert torch.equal(found[1], torch.arange(size).repeat_interleave(k))
+    assert torch.equal(found[0].view(size, k), expected)
+
+
+@pytest.mark.parametrize("dim", [3, 64])
+@pytest.mark.parametrize("k", [10, 20])
+def test_float32_matches_brute_force_up_to_rounding(dim, k):
+    # float32 scores carry rounding: a neighbour may differ from float64 brute force only where
+    # its distance is within rounding of the k-th one; the sorted distances agree.
+    clouds, size = 3, 500
+    x = torch.randn(clouds * size, dim) + 5
+    batch = torch.arange(clouds).repeat_interleave(size)
+    found = knn_graph(x, k, batch, backend="torch")
+    expected = brute_force_distances(x, batch, k, loop=False)
+    distances = (x.double()[found[0]] - x.double()[found[1]]).norm(dim=1).view(-1, k)
+    assert (distances[:, 1:] >= distances[:, :-1] - 1e-4).all()  # nearest first
+    torch.testing.assert_close(distances, torch.stack(expected), rtol=1e-5, atol=1e-5)
+    same = (found[0].view(-1, k).sort(1).values == torch.stack(
+        [brute_force_neighbours(x[batch == c], k, False)[0] + c * size for c in range(clouds)]).view(-1, k).sort(1).values)
+    assert same.all(1).float().mean() > 0.99  # different sets only at near-ties
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [6, 20])
+def test_exact_ties_keep_the_brute_force_distances(dtype, k):
+    # Integer grid points: every score is exact in float32 and float64, and many distances tie.
+    # Documented behaviour: the distances (and all neighbours strictly nearer than the k-th
+    # distance) equal brute force; which of the points tied at the k-th distance are kept is
+    # unspecified, but they are distinct points at exactly that distance.
+    grid = torch.stack(torch.meshgrid(*[torch.arange(8)] * 3, indexing="ij"), -1).reshape(-1, 3).to(dtype)
+    x = torch.cat([grid, grid[:40]])  # 40 duplicated points: ties at distance 0 too
+    found = knn_graph(x, k, backend="torch")
+    neighbours = found[0].view(-1, k)
+    _, expected_distances = brute_force_neighbours(x, k, False)
+    distances = (x.double()[neighbours] - x.double()[:, None]).norm(dim=-1)
+    assert torch.equal(distances, expected_distances)  # exact, nearest first
+    assert (neighbours != torch.arange(x.shape[0])[:, None]).all()
+    assert (neighbours.sort(1).values.diff(dim=1) != 0).all()  # no point twice
+    full = torch.cdist(x.double(), x.double(), compute_mode="donot_use_mm_for_euclid_dist").fill_diagonal_(float("inf"))
+    kth = expected_distances[:, -1:]
+    strictly_nearer = full < kth
+    kept = torch.zeros_like(strictly_nearer).scatter_(1, neighbours, True)
+    assert (kept | ~strictly_nearer).all()  # every strictly nearer point is kept
+
+
+def test_cpu_topk_padding_rule():
+    # Rows are padded with +inf up to 64 k columns (CPU topk's heap threshold) when n < 64 k <= 1.5 n.
+    assert knn._chunk_shape(32, 1024, 20, "cpu") == (1, 1024, 1280)
+    assert knn._chunk_shape(32, 1024, 10, "cpu") == (1, 1024, 1024)  # 64 k <= n already
+    assert knn._chunk_shape(32, 1024, 30, "cpu") == (1, 1024, 1024)  # 64 k > 1.5 n: not worth it
+    assert knn._chunk_shape(32, 1024, 20, "meta") == (1, 1024, 1024)  # CPU rule only
+    assert knn._chunk_shape(32, 100, 10, "cpu") == (32, 100, 100)
+    assert knn._chunk_shape(1, 200_000, 10, "cpu") == (1, 5, 200_000)
+
+
 def test_chunking_keeps_results_and_bounds_the_buffer(monkeypatch):
     x = torch.randn(300, 3)
     expected = knn_graph(x, 5, backend="torch")
