@@ -93,9 +93,9 @@ def headline(block: list[dict], knn: list[dict], modelnet: list[dict]) -> list[s
             if rows:
                 widest = max(rows, key=lambda r: int(r["c"]))
                 lines.append(f"MGIC block vs dense block, {case}, c = {widest['c']} ({device}): "
-                             f"{float(widest['speed-up (dense/MGIC)']):.2f}x the speed, "
-                             f"{float(widest['memory ratio (dense/MGIC)']):.2f}x less peak memory "
-                             f"(ratio dense/MGIC; {float(widest['MAC ratio (dense/MGIC)']):.1f}x fewer MACs)")
+                             f"time dense/MGIC {float(widest['speed-up (dense/MGIC)']):.2f}x, "
+                             f"peak memory dense/MGIC {float(widest['memory ratio (dense/MGIC)']):.2f}x, "
+                             f"MACs dense/MGIC {float(widest['MAC ratio (dense/MGIC)']):.1f}x (above 1 favours MGIC)")
     for row in knn:
         if not row.get("method", "").startswith("ours") and _number(row.get("time / ours")) is not None:
             lines.append(f"kNN, D = {row['D']}, k = {row['k']} ({row['device']}): {row['method']} takes "
