@@ -111,6 +111,25 @@ def headline(block: list[dict], knn: list[dict], modelnet: list[dict]) -> list[s
     return lines
 
 
+def _log_log(axis, xlabel: str, ylabel: str, title: str) -> None:
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=7)
+
+
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def plot_block(rows: list[dict], path: Path) -> Path:
     """Log-log time and peak memory against the width, dense vs MGIC, one line per case and device."""
     import matplotlib
@@ -129,17 +148,8 @@ def plot_block(rows: list[dict], path: Path) -> Path:
                 memory = [max(float(r[f"{variant} peak MiB"]), 1e-3) for r in series]
                 memory_axis.plot(widths, memory, style, label=label)
     for axis, title, unit in ((time_axis, "forward+backward time", "ms"), (memory_axis, "peak memory", "MiB")):
-        axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
-        axis.set_xlabel("channels c")
-        axis.set_ylabel(unit)
-        axis.set_title(title)
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+        _log_log(axis, "channels c", unit, title)
+    return _save(figure, path)
 
 
 def plot_knn(rows: list[dict], path: Path) -> Path:
@@ -153,17 +163,8 @@ def plot_knn(rows: list[dict], path: Path) -> Path:
     for method in sorted({r["method"] for r in rows}):
         series = sorted((r for r in rows if r["method"] == method), key=lambda r: int(r["N"]))
         axis.plot([int(r["N"]) for r in series], [float(r["ms"]) for r in series], "-o", label=method)
-    axis.set_xscale("log", base=2)
-    axis.set_yscale("log")
-    axis.set_xlabel("points per cloud N")
-    axis.set_ylabel("ms")
-    axis.set_title("kNN graph (3-D points, k = 10)")
-    axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    _log_log(axis, "points per cloud N", "ms", "kNN graph (3-D points, k = 10)")
+    return _save(figure, path)
 
 
 def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn_batch: int = 1,
