@@ -2,7 +2,8 @@
 
 Runs, each through its own command so the report shows exactly what a user can rerun:
 
-* ``mgic-geo bench block``: dense block vs MGIC block, time and peak memory over the widths;
+* ``mgic-geo bench block``: dense block vs grouped level block vs MGIC block, time, peak memory
+  and memory-traffic floor over the widths;
 * ``mgic-geo bench grouped``: the formulations of the grouped 1x1 channel map;
 * ``mgic-geo bench knn`` at its defaults (32 clouds of 1024 points, D = 3 and 64, k = 10 and 20),
   then at every ``N`` of ``--knn-sizes`` (``--knn-batch`` clouds, 3-D points, k = 10) for the
@@ -12,7 +13,7 @@ Runs, each through its own command so the report shows exactly what a user can r
 Each writes its table and CSV under ``<out>/bench/<name>/``; this command then writes
 ``<out>/benchmarks.md`` (the machine and library versions in its header, the headline ratios, every
 table, and the commands) and its log-log plots under ``<out>/images/``: time and memory against the
-width for the dense and the MGIC block, and kNN time against the points per cloud. CUDA columns
+width for the dense, the grouped and the MGIC block, and kNN time against the points per cloud. CUDA columns
 appear where the benchmarks ran on CUDA (``--device auto`` runs CPU, plus CUDA when available).
 
 ``--quick`` shrinks every size so that the whole report takes seconds: for tests of the report
@@ -95,7 +96,11 @@ def headline(block: list[dict], knn: list[dict], modelnet: list[dict]) -> list[s
                 lines.append(f"MGIC block vs dense block, {case}, c = {widest['c']} ({device}): "
                              f"time dense/MGIC {float(widest['speed-up (dense/MGIC)']):.2f}x, "
                              f"peak memory dense/MGIC {float(widest['memory ratio (dense/MGIC)']):.2f}x, "
-                             f"MACs dense/MGIC {float(widest['MAC ratio (dense/MGIC)']):.1f}x (above 1 favours MGIC)")
+                             f"MACs dense/MGIC {float(widest['MAC ratio (dense/MGIC)']):.1f}x (above 1 favours MGIC); "
+                             f"MGIC moves {float(widest['MGIC GiB moved']):.2f} GiB (dense "
+                             f"{float(widest['dense GiB moved']):.2f} GiB), a floor of "
+                             f"{float(widest['MGIC floor ms']):.0f} ms at {float(widest['bandwidth GB/s']):.1f} GB/s, "
+                             f"and takes {float(widest['MGIC ms / floor']):.2f}x its floor")
     for row in knn:
         if not row.get("method", "").startswith("ours") and _number(row.get("time / ours")) is not None:
             lines.append(f"kNN, D = {row['D']}, k = {row['k']} ({row['device']}): {row['method']} takes "
@@ -131,7 +136,7 @@ def _save(figure, path: Path) -> Path:
 
 
 def plot_block(rows: list[dict], path: Path) -> Path:
-    """Log-log time and peak memory against the width, dense vs MGIC, one line per case and device."""
+    """Log-log time and peak memory against the width, dense vs grouped vs MGIC, one line per case and device."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,7 +147,7 @@ def plot_block(rows: list[dict], path: Path) -> Path:
         for case in sorted({r["case"] for r in rows}):
             series = sorted((r for r in rows if r["device"] == device and r["case"] == case), key=lambda r: int(r["c"]))
             widths = [int(r["c"]) for r in series]
-            for variant, style in (("dense", "-o"), ("MGIC", "--s")):
+            for variant, style in (("dense", "-o"), ("grouped", ":^"), ("MGIC", "--s")):
                 label = f"{case} {variant} ({device})"
                 time_axis.plot(widths, [float(r[f"{variant} ms"]) for r in series], style, label=label)
                 memory = [max(float(r[f"{variant} peak MiB"]), 1e-3) for r in series]
@@ -206,7 +211,7 @@ def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn
     modelnet = read_csv(tables["modelnet"] / "modelnet.csv") if "modelnet" in tables else []
     figures = []
     if block:
-        figures.append(("Dense vs MGIC block: time and peak memory against the width",
+        figures.append(("Dense vs grouped vs MGIC block: time and peak memory against the width",
                         plot_block(block, images / "bench_block.png")))
     if knn_by_size:
         figures.append(("kNN time against the points per cloud", plot_knn(knn_by_size, images / "bench_knn.png")))

@@ -9,6 +9,10 @@ Two cases, each at the widths ``c`` of ``--widths`` (default 64, 256, 1024):
   ``ConvNormAct(c, 1)`` (3x3 conv, BN, ReLU); MGIC block: the same ``MGICBlock`` around
   ``ConvNormAct(w, g)``.
 
+A third variant, ``grouped``, is the MGIC block's finest level block alone (``c / s_g`` groups of
+``s_g`` channels, no transfer operators, no coarse levels): what grouping costs by itself, and the
+work the rest of the V-cycle adds to it to couple the groups.
+
 Dense and MGIC are measured side by side in one run, with the same seed and the same input.
 
 Timing
@@ -37,6 +41,14 @@ Peak memory on CPU
 Peak memory on CUDA
     ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
     ``memory_allocated`` at the same point (after the warm-up passes); measured in-process.
+
+Memory-traffic floor
+    In the timing process, after the timed passes, one more pass runs under
+    :func:`mgic_geo.bench.traffic.count_traffic`, which adds up the bytes every ATen operator of the
+    forward and the backward reads and writes, and :func:`~mgic_geo.bench.traffic.measure_bandwidth`
+    measures the bandwidth of a 256 MiB copy. ``MGIC floor ms`` is the MGIC block's bytes divided
+    by that bandwidth: no run of the same operators can be faster. A block near its floor is bound
+    by memory traffic, and only moving fewer bytes (fusing operators) makes it faster.
 
 MACs (forward multiply-accumulates, the paper's convention: BatchNorm, ReLU and additions are
 ignored) come from :func:`mgic_geo.complexity.profile`: ``N c^2`` for the dense 1x1 mix and
@@ -67,6 +79,7 @@ from mgic_geo.bench.process import (
     synchronize,
     worker_context,
 )
+from mgic_geo.bench.traffic import GIB, count_traffic, measure_bandwidth
 from mgic_geo.complexity import count_parameters, profile
 from mgic_geo.core.block import MGICBlock
 from mgic_geo.experiments.report import prepare_output_dir, write_table
@@ -74,7 +87,7 @@ from mgic_geo.layers.conv_norm_act import ChannelMixNormAct, ConvNormAct
 from mgic_geo.validation import check_int
 
 CASES = ("graph", "image")
-VARIANTS = ("dense", "MGIC")
+VARIANTS = ("dense", "grouped", "MGIC")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_WIDTHS = (64, 256, 1024)
 MIB = 2**20
@@ -85,9 +98,16 @@ COLUMNS = (
     "c",
     "MGIC levels",
     "dense ms",
+    "grouped ms",
     "MGIC ms",
     "speed-up (dense/MGIC)",
+    "dense GiB moved",
+    "MGIC GiB moved",
+    "bandwidth GB/s",
+    "MGIC floor ms",
+    "MGIC ms / floor",
     "dense peak MiB",
+    "grouped peak MiB",
     "MGIC peak MiB",
     "memory ratio (dense/MGIC)",
     "dense params",
@@ -128,11 +148,14 @@ class Measurement:
 
 def build_block(case: str, variant: str, width: int, *, group_size: int = 8, coarsest: int = 16,
                 checkpoint: bool = False) -> nn.Module:
-    """The dense block or the MGIC block of ``case`` at width ``width`` (``checkpoint``: the MGIC
-    block recomputes its levels in backward, :class:`~mgic_geo.MGICBlock`)."""
+    """The dense block, the grouped finest level alone or the MGIC block of ``case`` at width
+    ``width`` (``checkpoint``: the MGIC block recomputes its levels in backward,
+    :class:`~mgic_geo.MGICBlock`)."""
     level_block = {"graph": ChannelMixNormAct, "image": ConvNormAct}[case]
     if variant == "dense":
         return level_block(width, 1)
+    if variant == "grouped":
+        return level_block(width, max(1, width // group_size))
     return MGICBlock(width, lambda w, g: level_block(w, g), group_size=group_size, coarsest=coarsest,
                      checkpoint=checkpoint)
 
@@ -214,7 +237,13 @@ def _time_cpu(spec: Measurement) -> dict:
     block, x, grad_output = _prepare(spec)
     _timed_passes(block, x, grad_output, spec.warmup)
     seconds = _timed_passes(block, x, grad_output, spec.repeats)
-    return {**_timing(seconds), **_describe_block(spec, block)}
+    return {**_timing(seconds), **_describe_block(spec, block), **_traffic(block, x, grad_output)}
+
+
+def _traffic(block: nn.Module, x: Tensor, grad_output: Tensor) -> dict:
+    traffic = count_traffic(lambda: _forward_backward(block, x, grad_output))
+    _drop_gradients(block, x)
+    return {"traffic_bytes": traffic.total, "bandwidth": measure_bandwidth(x.device)}
 
 
 def _peak_memory_cpu(spec: Measurement) -> dict:
@@ -259,7 +288,7 @@ def _measure_cuda(spec: Measurement) -> dict:
     baseline = torch.cuda.memory_allocated(device)
     seconds = _timed_passes(block, x, grad_output, spec.repeats)
     peak = max(0, torch.cuda.max_memory_allocated(device) - baseline)
-    result = {**_timing(seconds), **_describe_block(spec, block), "peak_bytes": peak}
+    result = {**_timing(seconds), **_describe_block(spec, block), **_traffic(block, x, grad_output), "peak_bytes": peak}
     del block, x, grad_output
     torch.cuda.empty_cache()
     return result
@@ -361,24 +390,33 @@ def bench_block(
             RuntimeWarning,
             stacklevel=2,
         )
-    return [_row(dense, results[dense], results[mgic]) for dense, mgic in zip(specs[0::2], specs[1::2])]
+    return [_row(dense, results[dense], results[grouped], results[mgic])
+            for dense, grouped, mgic in zip(specs[0::3], specs[1::3], specs[2::3])]
 
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
-def _row(spec: Measurement, dense: dict, mgic: dict) -> dict:
+def _row(spec: Measurement, dense: dict, grouped: dict, mgic: dict) -> dict:
     dense_mib, mgic_mib = dense["peak_bytes"] / MIB, mgic["peak_bytes"] / MIB
+    floor_ms = 1e3 * _ratio(mgic["traffic_bytes"], mgic["bandwidth"])
     return {
         "device": spec.device,
         "case": spec.case,
         "c": spec.width,
         "MGIC levels": mgic["levels"],
         "dense ms": dense["ms"],
+        "grouped ms": grouped["ms"],
         "MGIC ms": mgic["ms"],
         "speed-up (dense/MGIC)": _ratio(dense["ms"], mgic["ms"]),
+        "dense GiB moved": dense["traffic_bytes"] / GIB,
+        "MGIC GiB moved": mgic["traffic_bytes"] / GIB,
+        "bandwidth GB/s": mgic["bandwidth"] / 1e9,
+        "MGIC floor ms": floor_ms,
+        "MGIC ms / floor": _ratio(mgic["ms"], floor_ms),
         "dense peak MiB": dense_mib,
+        "grouped peak MiB": grouped["peak_bytes"] / MIB,
         "MGIC peak MiB": mgic_mib,
         "memory ratio (dense/MGIC)": _ratio(dense_mib, mgic_mib),
         "dense params": dense["params"],
@@ -422,7 +460,8 @@ def method_notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, n
         "dense = ConvNormAct(c, 1) (3x3 conv + BN + ReLU). "
         f"MGIC = MGICBlock(c, level block, group_size={group_size}, coarsest={coarsest}"
         f"{', checkpoint=True' if checkpoint else ''}), paper level rule; "
-        "`MGIC levels` counts widths c, c/2, ..., coarsest.",
+        "`MGIC levels` counts widths c, c/2, ..., coarsest. grouped = the MGIC block's finest level block alone "
+        f"(c/{group_size} groups, nothing coupling them).",
         f"time: median of {repeats} forward+backward passes after {warmup} warm-up pass(es), train mode, "
         "input requires grad, backward with a ones gradient; ratios > 1 favour MGIC.",
     ]
@@ -439,6 +478,11 @@ def method_notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, n
             "CUDA peak memory: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus "
             "memory_allocated before the timed passes; times with torch.cuda.synchronize around each pass."
         )
+    lines.append(
+        "GiB moved: bytes every ATen operator of one forward+backward reads and writes (views excluded; "
+        "mgic_geo.bench.traffic); bandwidth: best 256 MiB copy in the timing process; MGIC floor ms = MGIC GiB "
+        "moved / bandwidth, the fastest the same operators could run."
+    )
     lines.append(
         "GMAC: forward multiply-accumulates from `mgic_geo.complexity.profile` (conv and channel maps; BN, ReLU, adds ignored)."
     )

@@ -38,8 +38,12 @@ def test_tiny_run_returns_both_cases_and_widths(tiny_rows):
         for variant in bench.VARIANTS:
             assert math.isfinite(row[f"{variant} ms"]) and row[f"{variant} ms"] > 0
             assert math.isfinite(row[f"{variant} peak MiB"]) and row[f"{variant} peak MiB"] >= 0
+        for variant in ("dense", "MGIC"):
             assert row[f"{variant} params"] > 0 and row[f"{variant} GMAC"] > 0
+            assert row[f"{variant} GiB moved"] > 0
         assert row["speed-up (dense/MGIC)"] == pytest.approx(row["dense ms"] / row["MGIC ms"])
+        assert row["bandwidth GB/s"] > 0
+        assert row["MGIC floor ms"] == pytest.approx(row["MGIC GiB moved"] * 2**30 / (row["bandwidth GB/s"] * 1e9) * 1e3)
 
 
 def test_tiny_run_builds_the_requested_hierarchy(tiny_rows):
