@@ -12,8 +12,12 @@ Nothing on disk is ever written, except by ``source="synthetic"`` (into an empty
 """
 from __future__ import annotations
 
+import io
 import pickle
-import urllib.error
+import pickletools
+import re
+import reprlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,8 @@ from mgic_geo.data.image_synthetic import (
     SYNTHETIC_IMAGES_MARKER,
     write_synthetic_image_folder,
 )
+from mgic_geo.data.readers import DataFileError
+from mgic_geo.data.shuffle import ResumableShuffle
 from mgic_geo.validation import check_int
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -39,6 +45,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CIFAR10_SOURCES = ("auto", "archive", "folder", "synthetic")
 CIFAR10_ARCHIVE_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+# torchvision's CIFAR10.url and CIFAR10.tgz_md5: the official python archive and its published MD5.
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 CIFAR10_LAYOUT = """expected one of:
   {root}/cifar-10-batches-py/{{data_batch_1..5, test_batch, batches.meta}}   (source="archive", the official python archive)
@@ -50,14 +59,36 @@ FOLDER_LAYOUT = """expected:
     {second}/<class>/<image>.png|jpg|jpeg   (the same class folders)"""
 
 
+# A PNG's pixels are deflate-compressed, and deflate expands at most ~1032:1; a PNG claiming more
+# pixels (at one bit each) than that allows for its file size is refused before any pixel is allocated.
+PNG_MAX_RATIO = 1032 * 8
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully into an RGB image; ``ValueError`` naming the file when it is unreadable,
-    not an image, or truncated. The file is only read."""
+    """Decode ``path`` (a PNG or JPEG image) fully into an RGB image. The file is only read.
+
+    :raises ValueError: (:class:`~mgic_geo.data.readers.DataFileError`) naming the file when it is
+        unreadable, not a PNG or JPEG, truncated or corrupt, or claims more pixels than PIL's
+        decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``; PIL only warns below twice that) or, for
+        a PNG, more than its file size can hold; such images are refused before their pixels are allocated.
+    """
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")  # convert() loads every pixel, so a truncated file fails here
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{path}: unreadable or truncated image ({err})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=("PNG", "JPEG")) as image:
+                pixels, size = image.width * image.height, Path(path).stat().st_size
+                if image.format == "PNG" and pixels > PNG_MAX_RATIO * size:
+                    raise DataFileError(f"{path}: the PNG claims {image.width} x {image.height} pixels, more than its "
+                                        f"{size} bytes can hold; refused before decoding")
+                return image.convert("RGB")  # convert() loads every pixel, so a truncated file fails here
+    except DataFileError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise DataFileError(f"{path}: refused as a possible decompression bomb ({err})") from None
+    # PIL's plugins report malformed data as OSError, SyntaxError, ValueError, EOFError, struct.error,
+    # IndexError, ...: whatever the decoder raises, the file is unreadable.
+    except Exception as err:  # noqa: BLE001
+        raise DataFileError(f"{path}: unreadable or truncated image ({type(err).__name__}: {err})") from None
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -104,14 +135,100 @@ class _ClassFolder(ImageFolder):
         return classes, {name: i for i, name in enumerate(classes)}
 
 
-# What the official CIFAR-10 batches (and numpy arrays pickled with protocol 2) need to be rebuilt;
-# a pickle naming any other global could run code, so it is refused instead of loaded.
+# What the official CIFAR-10 batches (and numpy arrays pickled with protocols 2 to 5) need to be rebuilt;
+# a pickle naming any other global could run code, so it is refused instead of loaded. Even these are not
+# handed to the pickle as numpy's own: ``numpy.dtype.__setstate__`` lets a pickle set a dtype's internal
+# flags (e.g. mark uint8 as holding Python objects) and ``numpy.ndarray((10**9,), "O")`` allocates and
+# fills gigabytes, so each is replaced by a stand-in that checks its arguments and builds plain arrays
+# with ``np.frombuffer`` from bytes the file holds.
 SAFE_PICKLE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 }
+_NDARRAY = object()  # stands for numpy.ndarray, which a pickle may only pass to _reconstruct
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxtuple, _REPR.maxlist, _REPR.maxdict = 3, 8, 8, 4
+
+
+def _short(value) -> str:
+    """A bounded repr: unpickled objects may nest shared lists so deep that ``repr`` would never end."""
+    return _REPR.repr(value)
+
+
+def _refuse(what: str) -> pickle.UnpicklingError:
+    return pickle.UnpicklingError(f"refused {what} (a CIFAR-10 batch holds only plain numeric arrays)")
+
+
+class _PickledDtype:
+    """``numpy.dtype(spec, align, copy)`` for numbers and strings only; its state sets the byte order alone."""
+
+    def __init__(self, spec=None, align=False, copy=False):
+        if not isinstance(spec, str) or not re.fullmatch(r"[biufc]\d{1,2}|[SU]\d{1,6}", spec):
+            raise _refuse(f"the dtype {_short(spec)}")
+        self.dtype = np.dtype(spec)
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 8 and state[1] in ("<", ">", "|", "=")
+                and state[2:5] == (None, None, None)):
+            raise _refuse(f"a dtype state {_short(state)}")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _pickled_array(data, dtype, shape, order: str = "C") -> np.ndarray:
+    """A writable copy of the array ``shape`` of ``dtype`` held by the bytes ``data``, checked first."""
+    if not isinstance(dtype, _PickledDtype):
+        raise _refuse(f"an array of dtype {type(dtype).__name__}")
+    if (not isinstance(shape, tuple) or len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape)
+            or order not in ("C", "F")):
+        raise _refuse(f"the array shape {_short(shape)} (order {_short(order)})")
+    if isinstance(data, pickle.PickleBuffer):
+        data = data.raw()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise _refuse(f"array data of type {type(data).__name__}")
+    needed = dtype.dtype.itemsize
+    for n in shape:
+        needed *= n
+    if memoryview(data).nbytes != needed:
+        raise _refuse(f"an array of shape {shape} and dtype {dtype.dtype} ({needed} bytes) from "
+                      f"{memoryview(data).nbytes} bytes")
+    return np.frombuffer(data, dtype.dtype).reshape(shape, order=order).copy(order="K")
+
+
+class _PickledArray:
+    """What ``_reconstruct(ndarray, (0,), ...)`` stands for until its state (``ndarray.__reduce__``'s
+    ``(version, shape, dtype, fortran, data)``) arrives; :func:`_unpickle` swaps in ``.array``."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[3], bool)):
+            raise _refuse(f"an array state {_short(state)}")
+        self.array = _pickled_array(state[4], state[2], state[1], "F" if state[3] else "C")
+
+
+def _reconstruct(subtype=None, shape=None, code=None) -> _PickledArray:
+    if subtype is not _NDARRAY or shape != (0,):
+        raise _refuse(f"_reconstruct{_short((subtype, shape, code))}")
+    return _PickledArray()
+
+
+def _scalar(dtype=None, data=None):
+    return _pickled_array(data, dtype, (1,))[0]
+
+
+def _latin1(text=None, encoding=None) -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _refuse(f"_codecs.encode with encoding {_short(encoding)}")
+    return text.encode("latin1")
+
+
+_PICKLE_STAND_INS = {"_reconstruct": _reconstruct, "scalar": _scalar, "_frombuffer": _pickled_array,
+                     "ndarray": _NDARRAY, "dtype": _PickledDtype, "encode": _latin1}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -121,7 +238,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         if (module, name) not in SAFE_PICKLE_GLOBALS:
             raise pickle.UnpicklingError(f"refused to load the global {module}.{name} (a CIFAR-10 batch holds only "
                                          "dicts, lists, strings and numpy arrays; anything else could run code)")
-        return super().find_class(module, name)
+        return _PICKLE_STAND_INS[name]
 
 
 def _unpickle(path: Path) -> dict:
@@ -129,12 +246,29 @@ def _unpickle(path: Path) -> dict:
         raise ValueError(f"CIFAR-10 archive: missing file {str(path)!r}\n"
                          + CIFAR10_LAYOUT.format(root=path.parent.parent))
     try:
-        with open(path, "rb") as handle:
-            content = _ArrayUnpickler(handle, encoding="latin1").load()
-    except Exception as err:  # truncated / not a pickle
-        raise ValueError(f"{path}: not a readable CIFAR-10 python batch ({type(err).__name__}: {err})") from None
+        raw = path.read_bytes()
+        # The unpickler allocates the length a BINBYTES8/BINUNICODE8/... opcode claims before reading it,
+        # and a memo table as long as the largest PUT index (LONG_BINPUT 671088640: 10 GB, found by
+        # fuzzing). Walking the opcodes first refuses lengths longer than what is left of the file and
+        # memo indices out of the sequence picklers write (0, 1, 2, ... in Python 3; 1, 2, 3, ... in
+        # Python 2's cPickle, which wrote the official batches).
+        stored = 0
+        for opcode, argument, _ in pickletools.genops(io.BytesIO(raw)):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if opcode.name != "MEMOIZE" and not 0 <= argument <= stored + 1:
+                    raise _refuse(f"the memo index {argument} after {stored} stored objects")
+                stored += 1
+        content = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        if isinstance(content, dict):
+            for key, value in content.items():
+                if isinstance(value, _PickledArray):
+                    if value.array is None:
+                        raise _refuse(f"the array {_short(key)} without its data")
+                    content[key] = value.array
+    except Exception as err:  # noqa: BLE001 (truncated, not a pickle, or refused: the unpickler raises many types)
+        raise DataFileError(f"{path}: not a readable CIFAR-10 python batch ({type(err).__name__}: {err})") from None
     if not isinstance(content, dict):
-        raise ValueError(f"{path}: expected a pickled dict, found {type(content).__name__}")
+        raise DataFileError(f"{path}: expected a pickled dict, found {type(content).__name__}")
     return content
 
 
@@ -142,9 +276,9 @@ def read_cifar10_names(folder: str | Path) -> list[str]:
     """The class names in the archive's ``batches.meta`` (``ValueError`` naming it when bad)."""
     meta = _unpickle(Path(folder) / "batches.meta")
     names = meta.get("label_names")
-    if not isinstance(names, list) or not names:
-        raise ValueError(f"{Path(folder) / 'batches.meta'}: expected a non-empty 'label_names' list")
-    return [str(n) for n in names]
+    if not isinstance(names, list) or not names or not all(isinstance(n, (str, bytes)) for n in names):
+        raise DataFileError(f"{Path(folder) / 'batches.meta'}: expected a non-empty 'label_names' list of strings")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def read_cifar10_archive(folder: str | Path, train: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -162,14 +296,57 @@ def read_cifar10_archive(folder: str | Path, train: bool) -> tuple[np.ndarray, n
         data, targets = batch.get("data"), batch.get("labels")
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             shape = getattr(data, "shape", None), getattr(data, "dtype", type(data).__name__)
-            raise ValueError(f"{folder / name}: 'data' must be a uint8 array [N, 3072], found {shape}")
-        targets = np.asarray(targets if targets is not None else [], dtype=np.int64)
-        if targets.shape != (len(data),) or (len(targets) and (targets.min() < 0 or targets.max() >= len(names))):
-            raise ValueError(f"{folder / name}: 'labels' must be {len(data)} integers in [0, {len(names)}), "
-                             f"found shape {targets.shape}")
+            raise DataFileError(f"{folder / name}: 'data' must be a uint8 array [N, 3072], found {shape}")
+        # checked before numpy converts them: a pickled list may nest (and share) lists without bound
+        flat = (isinstance(targets, np.ndarray) and targets.ndim == 1 and targets.dtype.kind in "iu"
+                or isinstance(targets, list)
+                and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in targets))
+        if not flat or len(targets) != len(data) or (len(targets) and not 0 <= min(targets) <= max(targets) < len(names)):
+            found = getattr(targets, "shape", None) or (len(targets) if isinstance(targets, list)
+                                                        else type(targets).__name__)
+            raise DataFileError(f"{folder / name}: 'labels' must be {len(data)} integers in [0, {len(names)}), "
+                                f"found {found}")
+        targets = np.asarray(targets, dtype=np.int64)
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(targets)
     return np.concatenate(images), np.concatenate(labels), names
+
+
+def download_cifar10(root: str | Path, *, url: str = CIFAR10_URL) -> Path:
+    """Download the official CIFAR-10 python archive and extract ``root/cifar-10-batches-py``.
+
+    Only a ``root`` without visible entries is written to. The archive is streamed to the hidden
+    ``root/.cifar-10-python.tar.gz.part`` (resumed by the next call when the transfer breaks off),
+    its MD5 is checked against :data:`CIFAR10_MD5` before it is opened, it is extracted through a
+    scratch folder renamed into place only when complete (members escaping the folder, links and
+    special files are refused; see :mod:`mgic_geo.data.archive`), and deleted.
+
+    :returns: ``root/cifar-10-batches-py``.
+    :raises ValueError: for a non-empty ``root``, a checksum mismatch or an unsafe or corrupt archive.
+    :raises RuntimeError: naming the URL and saying how to place the files by hand, when the download fails.
+    """
+    from mgic_geo.data.archive import download, extract
+
+    root = Path(root)
+    if root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir()):
+        raise ValueError(f"download: {str(root)!r} is not empty; downloads go only into an empty root")
+    by_hand = (f"offline, extract cifar-10-python.tar.gz there by hand so that {root}/{CIFAR10_ARCHIVE_DIR}/data_batch_1 "
+               "exists")
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / ".cifar-10-python.tar.gz"
+    try:
+        try:
+            download(url, archive, md5=CIFAR10_MD5)
+        except OSError as err:  # URLError, DownloadError, socket errors
+            raise RuntimeError(f"could not download CIFAR-10 from {url} into {str(root)!r} ({err}); {by_hand}") from err
+        try:
+            return extract(archive, root / CIFAR10_ARCHIVE_DIR, member=CIFAR10_ARCHIVE_DIR)
+        except ValueError as err:
+            raise ValueError(f"{err}; the downloaded archive was deleted") from None
+    except ValueError as err:
+        raise ValueError(f"{err}. {by_hand[0].upper()}{by_hand[1:]}") from None
+    finally:
+        archive.unlink(missing_ok=True)  # extracted or broken, the archive itself is not kept
 
 
 class ArrayImages(Dataset):
@@ -212,7 +389,7 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-class _ClassificationDataModule(LightningDataModule):
+class _ClassificationDataModule(ResumableShuffle, LightningDataModule):
     """Loaders shared by the image datamodules: a seeded shuffled training loader that drops the last
     incomplete batch, and evaluation loaders in file order."""
 
@@ -220,7 +397,9 @@ class _ClassificationDataModule(LightningDataModule):
     eval_set: Dataset | None
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+        # Training workers start afresh each epoch, seeded from the generator, which checkpoints keep
+        # (state_dict): a resumed run's workers then draw what an uninterrupted run's would.
+        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0 and not train,
                    "worker_init_fn": _seed_worker if self.num_workers > 0 else None}
         if train:
             return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=self.generator,
@@ -266,7 +445,8 @@ class CIFAR10DataModule(_ClassificationDataModule):
     :param num_workers: ``DataLoader`` worker processes (0: load in the main process).
     :param augment: random crop (padding ``image_size // 8``, 4 for 32) and horizontal flip for
         training; ``False`` keeps only the resizing and normalisation.
-    :param download: fetch the official archive into an empty root with torchvision (which checks its MD5).
+    :param download: fetch the official archive into an empty root (:func:`download_cifar10`: checked against its
+        published MD5 before it is opened, extracted safely).
     :param seed: seeds the training shuffle and the worker seeds.
     :param synthetic_images: ``(train, test)`` images per class for ``source="synthetic"``.
     :param synthetic_seed: seed of the synthetic images (separate from ``seed``).
@@ -350,15 +530,7 @@ class CIFAR10DataModule(_ClassificationDataModule):
                                  + CIFAR10_LAYOUT.format(root=self.root))
         if source == "archive" and not archive.is_dir():
             if self.download and not visible:
-                from torchvision.datasets import CIFAR10
-
-                try:
-                    for train in (True, False):
-                        CIFAR10(str(self.root), train=train, download=True)  # verifies the MD5 of the download
-                except (urllib.error.URLError, OSError, RuntimeError) as err:
-                    raise RuntimeError(f"could not download CIFAR-10 from {CIFAR10.url} into {str(self.root)!r} ({err}); "
-                                       f"offline, extract cifar-10-python.tar.gz there by hand so that "
-                                       f"{self.root}/{CIFAR10_ARCHIVE_DIR}/data_batch_1 exists") from err
+                download_cifar10(self.root)
             else:
                 raise ValueError(f"CIFAR-10 data root {str(self.root)!r}: no {CIFAR10_ARCHIVE_DIR}/ folder "
                                  "(download=True fetches it into an empty root)\n" + CIFAR10_LAYOUT.format(root=self.root))

@@ -6,10 +6,7 @@ under ``<root>/ModelNet10/`` (the official archive, extracted) or under ``<root>
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-import urllib.error
-import zipfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,8 @@ SYNTHETIC_MARKER = "synthetic_modelnet.json"
 # PyG's ModelNet keeps its own processed tensors in processed/; the archive carries macOS metadata.
 IGNORED = {CACHE_DIR, "processed", "__MACOSX", SYNTHETIC_MARKER}
 MODELNET10_URL = "http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"
+# No official checksum is published for ModelNet10.zip (see download_modelnet10); set one here to pin it.
+MODELNET10_SHA256: str | None = None
 
 LAYOUT = """expected layout (ModelNet's own; the class folders may also sit in <root>/ModelNet10/ or <root>/raw/):
   <root>/
@@ -118,29 +117,57 @@ def find_layout(root: str | Path, source: str = "auto") -> Layout:
     return Layout(root=root, data_dir=data_dir, source=source, files=files)
 
 
-def download_modelnet10(root: str | Path, *, url: str = MODELNET10_URL) -> Path:
+def download_modelnet10(root: str | Path, *, url: str = MODELNET10_URL, sha256: str | None = MODELNET10_SHA256) -> Path:
     """Download and extract the official ModelNet-10 archive into ``root/ModelNet10`` (the URL that
-    PyG's ``ModelNet(root, "10")`` uses). Only an empty ``root`` is written to; the archive goes to a
-    hidden temporary folder under ``root``, removed afterwards. Offline (or on a broken archive) a
-    ``RuntimeError`` names the URL and says how to place the files by hand."""
-    from torch_geometric.data import download_url, extract_zip
+    PyG's ``ModelNet(root, "10")`` uses). Only an empty ``root`` is written to.
 
+    The archive is streamed to the hidden ``root/.ModelNet10.zip.part`` (hidden files do not make a root
+    non-empty, so a broken-off download is resumed by the next call, see
+    :func:`mgic_geo.data.archive.download`), checked, extracted through a scratch folder that is
+    renamed into place only when every member was written (members escaping the folder, links and
+    special files are refused), and deleted.
+
+    Princeton publishes no checksum for ModelNet10.zip, and neither PyG nor torchvision pins one, so
+    none is built in: the download is checked against the server's ``Content-Length`` and each
+    member's CRC-32 when it is extracted. Pass ``sha256`` to pin the archive; without it, once the
+    archive has extracted cleanly, its SHA-256 and size are printed (stderr) and its SHA-256 recorded in
+    ``root/.ModelNet10.zip.sha256`` (``sha256sum`` format), so that a later download can be compared with it.
+
+    :param root: an empty (or missing) folder.
+    :param url: where to download from (``http(s)://`` or ``file://``).
+    :param sha256: the expected SHA-256 of the archive (hex), or ``None``.
+    :returns: ``root/ModelNet10``.
+    :raises ValueError: for a non-empty ``root``, a checksum mismatch, or an unsafe, truncated or
+        corrupt archive (naming it and the member); the archive is then deleted.
+    :raises RuntimeError: naming the URL and saying how to place the files by hand, when the download
+        fails (offline, HTTP error, broken-off transfer: its ``.part`` file is kept for a retry).
+    """
+    from mgic_geo.data.archive import check_hex_digest, download, extract, file_digest
+
+    check_hex_digest("sha256", sha256, 64)
     root = Path(root)
     if not is_empty(root):
         raise ValueError(f"download: {str(root)!r} is not empty; downloads go only into an empty root")
+    by_hand = f"offline, extract ModelNet10.zip there by hand so that {root}/ModelNet10/bathtub/train/... exists"
     root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    archive = root / ".ModelNet10.zip"
     try:
         try:
-            archive = download_url(url, str(scratch))
-            extract_zip(archive, str(scratch), log=False)
-        except (urllib.error.URLError, OSError, zipfile.BadZipFile) as err:
-            raise RuntimeError(f"could not download ModelNet-10 from {url} into {str(root)!r} ({err}); offline, extract "
-                               f"ModelNet10.zip there by hand so that {root}/ModelNet10/bathtub/train/... exists") from err
-        extracted = scratch / "ModelNet10"
-        if not extracted.is_dir():
-            raise RuntimeError(f"the archive from {url} holds no ModelNet10/ folder (it holds {_listing(_visible(scratch))})")
-        extracted.rename(root / "ModelNet10")
+            download(url, archive, sha256=sha256)
+        except OSError as err:  # URLError, DownloadError, socket errors
+            raise RuntimeError(f"could not download ModelNet-10 from {url} into {str(root)!r} ({err}); {by_hand}") from err
+        except ValueError as err:
+            raise ValueError(f"{err}; {by_hand}") from None
+        digest, size = (file_digest(archive), archive.stat().st_size) if sha256 is None else (sha256, None)
+        try:
+            extract(archive, root / "ModelNet10", member="ModelNet10")
+        except ValueError as err:
+            raise ValueError(f"{err}; the downloaded archive was deleted. {by_hand[0].upper()}{by_hand[1:]}") from None
+        if size is not None:  # recorded once the archive proved whole, so the record is worth comparing with
+            record = root / ".ModelNet10.zip.sha256"
+            record.write_text(f"{digest}  ModelNet10.zip\n")
+            print(f"ModelNet-10: downloaded {size} bytes from {url} with SHA-256 {digest} (no official checksum "
+                  f"exists; recorded in {record}; pass sha256= to pin it)", file=sys.stderr)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)  # our own scratch folder only
+        archive.unlink(missing_ok=True)  # extracted or broken, the archive itself is not kept
     return root / "ModelNet10"

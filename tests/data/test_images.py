@@ -292,13 +292,12 @@ def test_batch_size_larger_than_the_training_set(tmp_path):
 
 def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     import urllib.error
-
-    import torchvision.datasets.cifar
+    import urllib.request
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("offline")
 
-    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(RuntimeError, match=r"could not download CIFAR-10 from https://.*cifar-10-python\.tar\.gz .*offline.* by hand"):
         CIFAR10DataModule(str(tmp_path / "c"), download=True).prepare_data()  # auto + empty root + download: the archive
     with pytest.raises(ValueError, match="no cifar-10-batches-py/ folder"):

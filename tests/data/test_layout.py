@@ -1,7 +1,10 @@
 """Finding the ModelNet-10 layout under a root: the three accepted places, `auto` detection, every
 layout error (with the expected tree), and the download path (mocked: tests never go online)."""
+import io
 import shutil
 import urllib.error
+import urllib.request
+import urllib.response
 import zipfile
 
 import numpy as np
@@ -88,34 +91,37 @@ def test_files_without_class_folders_and_wrong_source(synthetic, tmp_path):
 
 
 def fake_download(synthetic, calls):
-    def download_url(url, folder, log=True):
-        calls.append(url)
-        archive = f"{folder}/ModelNet10.zip"
+    """Stands in for ``urllib.request.urlopen``: serves a ModelNet10.zip made of the synthetic shapes."""
+    def urlopen(request, timeout=None):
+        calls.append(request.full_url)
+        archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w") as handle:
             for path in synthetic.rglob("*.off"):
                 handle.write(path, f"ModelNet10/{path.relative_to(synthetic)}")
             handle.writestr("__MACOSX/._junk", "")
-        return archive
-    return download_url
+        data = archive.getvalue()
+        return urllib.response.addinfourl(io.BytesIO(data), {"Content-Length": str(len(data))}, request.full_url, 200)
+    return urlopen
 
 
 def test_download_extracts_the_archive_into_an_empty_root(synthetic, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("torch_geometric.data.download_url", fake_download(synthetic, calls))
+    monkeypatch.setattr(urllib.request, "urlopen", fake_download(synthetic, calls))
     dm = ModelNet10DataModule(root=str(tmp_path / "modelnet"), download=True, num_points=64, batch_size=4)
     dm.prepare_data()
     dm.setup("fit")
     assert calls == ["http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"]
-    assert sorted(p.name for p in (tmp_path / "modelnet").iterdir()) == ["ModelNet10", "processed_mgic"]
+    assert sorted(p.name for p in (tmp_path / "modelnet").iterdir()) == [".ModelNet10.zip.sha256", "ModelNet10",
+                                                                          "processed_mgic"]
     assert dm.layout.source == "meshes" and len(dm.train_set) == 20
     with pytest.raises(ValueError, match="is not empty; downloads go only into an empty root"):
         download_modelnet10(tmp_path / "modelnet")
 
 
 def test_offline_download_is_a_clear_error(tmp_path, monkeypatch):
-    def offline(url, folder, log=True):
+    def offline(request, timeout=None):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-    monkeypatch.setattr("torch_geometric.data.download_url", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     dm = ModelNet10DataModule(root=str(tmp_path / "modelnet"), download=True)
     with pytest.raises(RuntimeError, match=r"could not download ModelNet-10 from http://.*ModelNet10.zip .*name resolution.*by hand"):
         dm.prepare_data()
