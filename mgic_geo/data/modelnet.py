@@ -12,7 +12,11 @@ Sampling and seeding:
 - training clouds and their augmentation draw from torch's global generator: fresh points every
   epoch, reproducible under ``torch.manual_seed`` / Lightning's ``seed_everything`` with
   ``num_workers=0``; with workers, PyTorch seeds each worker from the training loader's generator
-  (seeded with ``seed``) plus the worker id, so workers never repeat each other's draws.
+  (seeded with ``seed``) plus the worker id, so workers never repeat each other's draws;
+- resuming: the training loader's generator is part of the datamodule's ``state_dict`` (so of every
+  checkpoint) and training workers are started afresh each epoch from it, so a run resumed from an
+  end-of-epoch checkpoint draws the clouds an uninterrupted run would (``mgic-geo fit`` restores the
+  global generators too: :class:`mgic_geo.training.fault.RandomState`).
 
 Parsed shapes are cached as ``.pt`` files under ``<root>/processed_mgic/v1/`` mirroring the class
 folders; a cache file's name carries the raw file's size and modification time, so an edited raw
@@ -39,6 +43,7 @@ from torch_geometric.transforms import FixedPoints, SamplePoints
 
 from mgic_geo.data.layout import CACHE_DIR, CLASSES, SOURCES, SPLITS, Layout, download_modelnet10, find_layout, is_empty
 from mgic_geo.data.readers import read_shape
+from mgic_geo.data.shuffle import ResumableShuffle
 from mgic_geo.data.synthetic import write_synthetic_modelnet
 from mgic_geo.data.transforms import NormalizeUnitSphere, dgcnn_augmentation
 from mgic_geo.validation import check_int
@@ -121,6 +126,26 @@ def shape_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def sample_cloud(shape: dict[str, Tensor], num_points: int, *, seed: int | None = None) -> Data:
+    """``num_points`` points of a parsed shape (:func:`~mgic_geo.data.readers.read_shape`), centred
+    and scaled into the unit sphere, as ``Data(pos=[num_points, 3])``: a mesh is sampled on its
+    faces with probability proportional to area (PyG's ``SamplePoints``); a point cloud gives
+    ``num_points`` of its points without replacement, or all of them plus repeats when it has fewer
+    (``FixedPoints``). ``seed=None`` draws from torch's global generator; an integer draws under a
+    private generator state seeded with it, leaving the global one untouched."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return sample_cloud(shape, num_points)
+    data = Data(pos=shape["pos"])
+    if "face" in shape:
+        data.face = shape["face"].long()
+        data = SamplePoints(num_points)(data)
+    else:
+        data = FixedPoints(num_points, replace=False, allow_duplicates=True)(data)
+    return NormalizeUnitSphere()(data)
+
+
 class ModelNetShapes(Dataset):
     """One split as fixed-size clouds: item ``i`` is ``Data(pos=[num_points, 3], y=[1])``.
 
@@ -136,30 +161,15 @@ class ModelNetShapes(Dataset):
                  seed: int | None = None, transform=None):
         self.files, self.cache, self.num_points = files, cache, check_int("num_points", num_points)
         self.seed, self.transform = seed, transform
-        self.normalize = NormalizeUnitSphere()
 
     def __len__(self) -> int:
         return len(self.files)
-
-    def _sample(self, shape: dict[str, Tensor]) -> Data:
-        data = Data(pos=shape["pos"])
-        if "face" in shape:
-            data.face = shape["face"].long()
-            data = SamplePoints(self.num_points)(data)
-        else:
-            data = FixedPoints(self.num_points, replace=False, allow_duplicates=True)(data)
-        return self.normalize(data)
 
     def __getitem__(self, index: int) -> Data:
         with _one_thread():
             file, label = self.files[index]
             shape = self.cache.load(file)
-            if self.seed is None:
-                data = self._sample(shape)
-            else:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(shape_seed(self.seed, index))
-                    data = self._sample(shape)
+            data = sample_cloud(shape, self.num_points, seed=None if self.seed is None else shape_seed(self.seed, index))
             data.y = torch.tensor([label])
             return self.transform(data) if self.transform is not None else data
 
@@ -175,7 +185,7 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-class ModelNet10DataModule(LightningDataModule):
+class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
     """ModelNet-10 as batches of ``num_points``-point clouds, from meshes, point-cloud files, or
     generated stand-in meshes.
 
@@ -323,7 +333,9 @@ class ModelNet10DataModule(LightningDataModule):
             self.test_set = ModelNetShapes(files["test"], self.cache, self.num_points, seed=self.seed)
 
     def _loader(self, dataset: ModelNetShapes, train: bool) -> DataLoader:
-        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+        # Training workers start afresh each epoch, seeded from the generator, which checkpoints keep
+        # (state_dict): a resumed run's workers then draw what an uninterrupted run's would.
+        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0 and not train,
                    "worker_init_fn": _seed_worker if self.num_workers > 0 else None}
         if train:
             return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,

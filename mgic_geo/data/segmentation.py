@@ -33,6 +33,7 @@ from mgic_geo.data.images import (
     is_image_file,
     load_image,
 )
+from mgic_geo.data.shuffle import ResumableShuffle
 from mgic_geo.validation import check_int
 
 SEGMENTATION_SPLITS = ("train", "val")
@@ -154,7 +155,7 @@ class SegmentationPairs(Dataset):
         return image.contiguous(), mask.contiguous()
 
 
-class SegmentationFolderDataModule(LightningDataModule):
+class SegmentationFolderDataModule(ResumableShuffle, LightningDataModule):
     """Paired image / mask folders (see the module docstring) as ``(images float [B, 3, H, W],
     masks int64 [B, H, W])`` batches, images normalised with ImageNet's mean and std.
 
@@ -223,7 +224,8 @@ class SegmentationFolderDataModule(LightningDataModule):
             self.val_set = SegmentationPairs(find_pairs(self.root, "val"), self.num_classes, self.ignore_index)
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+        # training workers start afresh each epoch, seeded from the generator (ResumableShuffle)
+        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0 and not train,
                    "worker_init_fn": _seed_worker if self.num_workers > 0 else None}
         return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
                           generator=self.generator if train else None, **workers)

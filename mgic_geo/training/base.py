@@ -15,6 +15,17 @@ Schedules (``scheduler=``), each a factor of ``lr`` computed from the epoch (``"
 
 Schedules are recomputed from ``trainer.max_epochs`` (or the step count) whenever they are read, so a
 run resumed with a larger ``--trainer.max_epochs`` stretches the remaining cosine instead of restarting it.
+
+Faults (:mod:`mgic_geo.training.fault`):
+
+- a NaN or inf training loss (``nonfinite_loss=``): ``"stop"`` raises
+  :class:`~mgic_geo.training.fault.NonFiniteLossError` before the weights are touched, naming the epoch,
+  the global step and the last good checkpoint; ``"skip"`` leaves that batch out (no backward pass, no
+  optimiser step), counts it in the logged metric ``skipped_nonfinite_batches`` and warns at the end;
+- a checkpoint whose weights do not fit the network (another model, another width) is refused with a
+  :class:`~mgic_geo.training.fault.CheckpointError` listing the missing, unexpected and mis-shaped keys,
+  before any weight is copied; :meth:`RegistryTask.load_from_checkpoint` reads with
+  ``torch.load(weights_only=True)`` whatever ``weights_only`` it is given.
 """
 from __future__ import annotations
 
@@ -23,10 +34,21 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
+
+from mgic_geo.training.fault import (
+    CheckpointError,
+    NonFiniteLossError,
+    is_reading_error,
+    last_good_checkpoint,
+    reading_error,
+    state_dict_mismatch,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("cosine", "step", "poly", "none")
+NONFINITE_LOSS = ("stop", "skip")
 
 
 class ConfigurationError(ValueError):
@@ -76,7 +98,8 @@ def epochs_in_checkpoint(checkpoint: dict[str, Any]) -> int | None:
 
 
 def check_recipe(*, model: str, task: str, num_classes: int, optimizer: str, scheduler: str, lr: float,
-                 min_lr: float, step_size: int = 1, gamma: float = 0.1, power: float = 0.9) -> None:
+                 min_lr: float, step_size: int = 1, gamma: float = 0.1, power: float = 0.9,
+                 nonfinite_loss: str = "stop") -> None:
     """``ValueError`` naming the argument when a recipe cannot work, or when ``model`` is a network
     of another ``task`` than the module's (:func:`mgic_geo.models.model_task`)."""
     from mgic_geo.models import model_task
@@ -102,6 +125,9 @@ def check_recipe(*, model: str, task: str, num_classes: int, optimizer: str, sch
         raise ValueError(f"`gamma` must be in (0, 1], got {gamma!r}")
     if not power > 0:
         raise ValueError(f"`power` must be positive, got {power!r}")
+    if nonfinite_loss not in NONFINITE_LOSS:
+        raise ValueError(f"unknown nonfinite_loss {nonfinite_loss!r}; choose one of: {', '.join(NONFINITE_LOSS)} "
+                         "(what to do with a batch whose training loss is NaN or inf)")
 
 
 class RegistryTask(L.LightningModule):
@@ -109,8 +135,9 @@ class RegistryTask(L.LightningModule):
 
     Subclasses call ``save_hyperparameters()`` with at least ``model``, ``model_kwargs``,
     ``num_classes``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay`` and ``scheduler`` (plus
-    ``min_lr``, ``step_size``, ``gamma``, ``power`` for the schedules that use them), then
-    :meth:`build_network`.
+    ``min_lr``, ``step_size``, ``gamma``, ``power`` for the schedules that use them, and
+    ``nonfinite_loss``), then :meth:`build_network`; their ``training_step`` returns
+    :meth:`checked_loss` of the loss before logging anything about the batch.
     """
 
     net: nn.Module
@@ -123,6 +150,9 @@ class RegistryTask(L.LightningModule):
         self.num_classes = hp.num_classes
         self.epochs_trained: int | None = None  # set from the checkpoint a test/validate run loads
         self.checkpoint_global_step: int | None = None
+        self.skipped_nonfinite_batches = 0
+        self._first_skipped: str | None = None
+        self._checkpoint_hparams: dict[str, Any] | None = None
 
     @property
     def num_parameters(self) -> int:
@@ -186,6 +216,43 @@ class RegistryTask(L.LightningModule):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("lr", lr, on_step=False, on_epoch=True, sync_dist=True)  # equal on every process
 
+    # -- non-finite losses ----------------------------------------------------------------------
+    @property
+    def nonfinite_loss(self) -> str:
+        return self.hparams.get("nonfinite_loss", "stop")  # checkpoints from before the option: "stop"
+
+    def checked_loss(self, loss: torch.Tensor) -> torch.Tensor | None:
+        """``loss`` if it is finite; else ``None`` (Lightning then skips backward and the optimiser step)
+        under ``nonfinite_loss="skip"``, or :class:`NonFiniteLossError` under ``"stop"``.
+
+        Costs one device synchronisation per step. Under DDP the processes agree (one non-finite loss
+        anywhere counts for all), so that none of them waits in a gradient all-reduce the others skip.
+        """
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return loss
+        where = f"epoch {self.current_epoch}, global step {self.global_step}"
+        if self.nonfinite_loss == "skip":
+            self.skipped_nonfinite_batches += 1
+            self._first_skipped = self._first_skipped or where
+            return None
+        good = last_good_checkpoint(self.trainer) if self._trainer is not None else None
+        raise NonFiniteLossError(
+            f"non-finite training loss ({loss.detach().float().sum().item()}) at {where}; stopped before updating "
+            f"the weights; last good checkpoint: {good or 'none written yet'} (resume it with --ckpt_path, e.g. with a "
+            f"lower --model.lr, or pass --model.nonfinite_loss skip to leave such batches out)")
+
+    def on_train_epoch_end(self) -> None:
+        if self.nonfinite_loss == "skip":
+            self.log("skipped_nonfinite_batches", float(self.skipped_nonfinite_batches), on_step=False, on_epoch=True)
+
+    def on_train_end(self) -> None:
+        if self.skipped_nonfinite_batches:
+            rank_zero_warn(f"skipped {self.skipped_nonfinite_batches} training batch(es) with a non-finite loss "
+                           f"(nonfinite_loss='skip'); the first at {self._first_skipped or 'an earlier run'}")
+
     def _write_results(self, **record) -> None:
         """``test_results.json`` of this test run (:func:`~mgic_geo.training.results.write_test_results`)."""
         from mgic_geo.training.results import write_test_results
@@ -195,6 +262,51 @@ class RegistryTask(L.LightningModule):
             write_test_results(self.trainer, self, log_dir=log_dir, **record)
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skipped_nonfinite_batches"] = self.skipped_nonfinite_batches
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.epochs_trained = epochs_in_checkpoint(checkpoint)
         self.checkpoint_global_step = checkpoint.get("global_step")
+        self.skipped_nonfinite_batches = int(checkpoint.get("skipped_nonfinite_batches", 0))
+        self._checkpoint_hparams = checkpoint.get("hyper_parameters")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``, but with ``strict`` a checkpoint that does not fit is refused
+        before any weight is copied (torch copies the fitting ones, then raises), with a
+        :class:`CheckpointError` naming the checkpoint, the missing, unexpected and mis-shaped keys."""
+        if strict:
+            problem = state_dict_mismatch(self.state_dict(), state_dict)
+            if problem:
+                path = self._trainer.ckpt_path if self._trainer is not None else None
+                raise CheckpointError(f"{path + ': ' if path else ''}the checkpoint does not fit {self._described()}"
+                                      f"{self._checkpoint_origin()}: {problem}")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _described(self) -> str:
+        hp = self.hparams
+        return f"{type(self).__name__}(model={hp.model!r}, model_kwargs={dict(hp.model_kwargs or {})!r})"
+
+    def _checkpoint_origin(self) -> str:
+        hp = self._checkpoint_hparams or {}
+        if "model" not in hp:
+            return ""
+        return f" (it was saved from model={hp['model']!r}, model_kwargs={dict(hp.get('model_kwargs') or {})!r})"
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only=None, **kwargs):
+        """Lightning's ``load_from_checkpoint`` with ``torch.load(weights_only=True)`` whatever
+        ``weights_only`` says: a file holding any other pickled object (which unpickling would call)
+        is refused. A bad file or weights that do not fit raise :class:`CheckpointError` naming the file."""
+        try:
+            return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                                strict=strict, weights_only=True, **kwargs)
+        except CheckpointError as error:
+            message = str(error)
+            raise CheckpointError(message if message.startswith(str(checkpoint_path)) else
+                                  f"{checkpoint_path}: {message}") from None
+        except Exception as error:
+            if is_reading_error(error):
+                raise reading_error(checkpoint_path, error) from None
+            raise

@@ -30,6 +30,29 @@ What this adds to a plain ``LightningCLI`` (see ``mgic_geo.training`` for the ou
   bad data root, ...) end with ``mgic-geo: error: ...`` and exit status 2 instead of a traceback;
   a bad key or value on the command line is LightningCLI's own usage error (exit status 2).
 
+Fault tolerance (:mod:`mgic_geo.training.fault`), always on:
+
+- resuming is exact: checkpoints carry the torch / CUDA / numpy / ``random`` generator states and the
+  data module's shuffle generator, so ``fit --ckpt_path last`` after a crash or ``kill -9`` goes on
+  from the last end-of-epoch checkpoint (at most one epoch lost) and, on the CPU, ends with the
+  weights and logged metrics of an uninterrupted run, bit for bit;
+- checkpoints are written to a hidden ``.<name>.*.partial`` file in the same folder and renamed
+  over the old one, so a crash while writing leaves the previous ``last.ckpt`` intact (a stale
+  ``.partial`` file is all that remains); weights holding NaN or inf are never written;
+- ``SIGTERM`` or ``SIGUSR1`` (what SLURM sends before the time limit, e.g. ``#SBATCH
+  --signal=USR1@120``) during training saves ``last.ckpt`` at the end of the current step and exits
+  with ``mgic-geo: received SIGTERM at epoch E, global step S: saved <path>; ...`` and the shell's
+  status for that signal (143 for SIGTERM, 138 for SIGUSR1); resume with ``--ckpt_path last``;
+- a NaN or inf training loss stops the run (exit status 1) with ``mgic-geo: error: non-finite
+  training loss ... at epoch E, global step S; ... last good checkpoint: <path>``, that checkpoint
+  left as it was; ``--model.nonfinite_loss skip`` leaves such batches out instead, logs their count
+  as ``skipped_nonfinite_batches`` and warns at the end;
+- checkpoints are read with ``torch.load(weights_only=True)``: a file holding any other pickled
+  object (which unpickling would call) is refused, and so is a checkpoint whose weights do not fit
+  the model (another model or width), with the mismatched keys and shapes listed, before anything is
+  loaded: ``mgic-geo: error: <path>: ...``, exit status 2. (With ``--ckpt_path FILE`` LightningCLI
+  builds the model from the hyperparameters stored in the file; with ``last``, from the config.)
+
 Distributed: ``--trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the processes), or
 ``torchrun --nproc_per_node 2 -m mgic_geo.cli fit ... --trainer.devices 2 --trainer.strategy ddp``;
 ``data.batch_size`` is per process. Test with one device for exact numbers (a DistributedSampler pads
@@ -78,8 +101,19 @@ def _check_files(args: list[str]) -> str | None:
         if not Path(path).is_file():
             return f"config file not found: {path}"
     for path in _option_values(args, "--ckpt_path"):
-        if path not in ("last", "best", "hpc", "registry", "null", "None") and "://" not in path and not Path(path).is_file():
+        if path in ("last", "best", "hpc", "registry", "null", "None") or "://" in path:
+            continue  # resolved by Lightning, then read by SafeCheckpointIO
+        if not Path(path).is_file():
             return f"checkpoint not found: {path} (`--ckpt_path last` picks <default_root_dir>/checkpoints/last.ckpt)"
+        # LightningCLI reads a named checkpoint's hyperparameters with its own torch.load before the Trainer
+        # reads it through SafeCheckpointIO: check the file first, so that whatever Lightning does, a file
+        # that is not plain data is refused here, with one line
+        from mgic_geo.training.fault import CheckpointError, read_checkpoint
+
+        try:
+            read_checkpoint(path, map_location="cpu")
+        except CheckpointError as error:
+            return str(error)
     return None
 
 
@@ -149,7 +183,19 @@ def _make_cli_class():
                 raise ConfigurationError(_reason(error)) from error
 
         def instantiate_trainer(self, **kwargs):
+            from lightning.fabric.plugins import CheckpointIO
+
+            from mgic_geo.training.fault import Preemption, RandomState, SafeCheckpointIO
+
             trainer_config = self._get(self.config_init, "trainer", default={})
+            plugins = trainer_config.get("plugins") or []
+            plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+            if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):  # one the user chose wins
+                plugins.append(SafeCheckpointIO())
+            kwargs["plugins"] = plugins
+            callbacks = trainer_config.get("callbacks") or []
+            callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+            kwargs["callbacks"] = callbacks + [RandomState(), Preemption()]
             if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
                 root = trainer_config.get("default_root_dir") or os.getcwd()
                 csv = CSVLogger(root, name="logs")
@@ -177,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     import lightning as L
 
     from mgic_geo.training.base import ConfigurationError
+    from mgic_geo.training.fault import CheckpointError, Preempted, TrainingStopped
 
     cli_class = _make_cli_class()
     # LightningCLI warns when given args while sys.argv has some too (a call from Python, e.g. tests);
@@ -196,11 +243,14 @@ def main(argv: list[str] | None = None) -> int:
                 parser_kwargs={"prog": "mgic-geo", "description": __doc__.splitlines()[0]},
             )
     except ValueError as error:
-        # configuration and data-root problems get one line; anything else keeps its traceback
-        if not (isinstance(error, ConfigurationError) or _raised_by_data(error)):
+        # configuration, checkpoint and data-root problems get one line; anything else keeps its traceback
+        if not (isinstance(error, (ConfigurationError, CheckpointError)) or _raised_by_data(error)):
             raise
         print(f"mgic-geo: error: {error}", file=sys.stderr)
         return 2
+    except TrainingStopped as error:  # pre-empted, or a numerical fault: the message says what is kept
+        print(f"mgic-geo: {'' if isinstance(error, Preempted) else 'error: '}{error}", file=sys.stderr)
+        return error.exit_status
     return 0
 
 

@@ -73,6 +73,8 @@ class ImageClassifier(_ImageTask):
         power: exponent of ``"poly"``.
         label_smoothing: torch's ``cross_entropy`` label smoothing (paper: 0).
         channels_last: ``None`` (on CUDA only), ``True`` or ``False``.
+        nonfinite_loss: on a NaN or inf training loss, ``"stop"`` the run or ``"skip"`` the batch
+            (:meth:`~mgic_geo.training.base.RegistryTask.checked_loss`).
 
     Example::
 
@@ -98,10 +100,12 @@ class ImageClassifier(_ImageTask):
         power: float = 0.9,
         label_smoothing: float = 0.0,
         channels_last: bool | None = None,
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
         check_recipe(model=model, task="image_classification", num_classes=num_classes, optimizer=optimizer,
-                     scheduler=scheduler, lr=lr, min_lr=min_lr, step_size=step_size, gamma=gamma, power=power)
+                     scheduler=scheduler, lr=lr, min_lr=min_lr, step_size=step_size, gamma=gamma, power=power,
+                     nonfinite_loss=nonfinite_loss)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
         _check_channels_last(channels_last)
@@ -126,8 +130,10 @@ class ImageClassifier(_ImageTask):
         loss = F.cross_entropy(logits.float(), target, label_smoothing=self.hparams.label_smoothing)
         return loss, logits.detach(), target, int(target.shape[0])
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
         loss, logits, target, size = self._step(batch)
+        if self.checked_loss(loss) is None:
+            return None
         self.train_top1(logits, target)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         self.log("train/top1_acc", self.train_top1, on_step=False, on_epoch=True, batch_size=size)
@@ -180,6 +186,7 @@ class ImageSegmenter(_ImageTask):
             :class:`ImageClassifier`; the defaults are DeepLabv3's recipe (the paper's [7]): SGD,
             lr 0.007, momentum 0.9, the ``"poly"`` schedule with power 0.9.
         channels_last: ``None`` (on CUDA only), ``True`` or ``False``.
+        nonfinite_loss: ``"stop"`` or ``"skip"``, as for :class:`ImageClassifier`.
     """
 
     def __init__(
@@ -198,10 +205,12 @@ class ImageSegmenter(_ImageTask):
         min_lr: float = 0.0,
         power: float = 0.9,
         channels_last: bool | None = None,
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
         check_recipe(model=model, task="semantic_segmentation", num_classes=num_classes, optimizer=optimizer,
-                     scheduler=scheduler, lr=lr, min_lr=min_lr, step_size=step_size, gamma=gamma, power=power)
+                     scheduler=scheduler, lr=lr, min_lr=min_lr, step_size=step_size, gamma=gamma, power=power,
+                     nonfinite_loss=nonfinite_loss)
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or 0 <= ignore_index < num_classes:
             raise ValueError(f"`ignore_index` must be an integer outside 0..{num_classes - 1} (a mask value that is "
                              f"no class), got {ignore_index!r}")
@@ -229,8 +238,10 @@ class ImageSegmenter(_ImageTask):
         loss = F.cross_entropy(logits.float(), masks, ignore_index=self.ignore_index)
         return loss, logits.detach().argmax(dim=1), masks, int(masks.shape[0])
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
         loss, _, _, size = self._step(batch)
+        if self.checked_loss(loss) is None:
+            return None
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
         return loss
 

@@ -44,6 +44,8 @@ class PointCloudClassifier(RegistryTask):
             on the true class and ``label_smoothing / (num_classes - 1)`` on each other class. That is
             ``torch.nn.functional.cross_entropy(label_smoothing=label_smoothing * C / (C - 1))``.
         scheduler: ``"cosine"`` (per epoch, over ``trainer.max_epochs``) or ``"none"``.
+        nonfinite_loss: on a NaN or inf training loss, ``"stop"`` the run (naming the step and the last
+            good checkpoint) or ``"skip"`` the batch (:meth:`~mgic_geo.training.base.RegistryTask.checked_loss`).
     """
 
     def __init__(
@@ -58,12 +60,13 @@ class PointCloudClassifier(RegistryTask):
         weight_decay: float = 1e-4,
         label_smoothing: float = 0.2,
         scheduler: str = "cosine",
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
         if scheduler not in ("cosine", "none"):
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of: cosine, none")
         check_recipe(model=model, task="point_cloud_classification", num_classes=num_classes, optimizer=optimizer,
-                     scheduler=scheduler, lr=lr, min_lr=min_lr)
+                     scheduler=scheduler, lr=lr, min_lr=min_lr, nonfinite_loss=nonfinite_loss)
         if not 0.0 <= label_smoothing <= (num_classes - 1) / num_classes:
             raise ValueError(f"`label_smoothing` must be in [0, {(num_classes - 1) / num_classes:g}] (the uniform "
                              f"target) for {num_classes} classes, got {label_smoothing!r}")
@@ -100,8 +103,10 @@ class PointCloudClassifier(RegistryTask):
         loss = F.cross_entropy(logits.float(), target, label_smoothing=self._torch_smoothing)
         return loss, logits.detach(), target, int(batch.num_graphs)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         loss, logits, target, size = self._step(batch)
+        if self.checked_loss(loss) is None:
+            return None
         self.train_oa(logits, target)
         # not synchronised over DDP processes every step: the epoch value is this process's mean
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)

@@ -21,15 +21,6 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 IMAGE_CONFIGS = sorted(p for folder in ("cifar10", "imagenet", "cityscapes") for p in (EXPERIMENTS / folder).glob("*.yaml"))
 
 
-@pytest.fixture
-def restore_env(monkeypatch):
-    """seed_everything sets PL_GLOBAL_SEED and PL_SEED_WORKERS in os.environ: undo that after the test."""
-    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
-        monkeypatch.setenv(name, "0")
-        monkeypatch.delenv(name)
-    return monkeypatch
-
-
 def test_classifier_defaults_are_the_papers_image_recipe():
     module = ImageClassifier(model="resnet56")
     hp = module.hparams

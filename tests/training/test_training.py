@@ -55,15 +55,6 @@ def write_config(path: Path, tmp_path: Path, **overrides) -> Path:
     return path
 
 
-@pytest.fixture
-def restore_env(monkeypatch):
-    """seed_everything sets PL_GLOBAL_SEED and PL_SEED_WORKERS in os.environ: undo that after the test."""
-    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
-        monkeypatch.setenv(name, "0")
-        monkeypatch.delenv(name)  # restored to "absent" (or the original value) at teardown
-    return monkeypatch
-
-
 def read_metrics(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
