@@ -12,7 +12,7 @@ import warnings
 # PyG's own import calls torch.jit.script, which torch >= 2.10 deprecates: noise for our users.
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
-# (group, name) -> (module, help)
+# (group, name) -> (module, help); name None: a command of its own, without a group (mgic-geo predict)
 COMMANDS = {
     ("experiment", "reconstruction"): (
         "mgic_geo.experiments.reconstruction",
@@ -52,6 +52,10 @@ COMMANDS = {
         "mgic_geo.bench.knn",
         "time and memory of a batched kNN graph: ours vs naive cdist+topk vs torch-cluster/pyg-lib",
     ),
+    ("predict", None): (
+        "mgic_geo.predict",
+        "stream point clouds in batches through a classifier: CSV of predictions, flat memory, batch == one by one",
+    ),
 }
 
 GROUP_HELP = {
@@ -77,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="{" + ",".join(names) + "}")
     subparsers = {}
     for (group, name), (module_name, help_text) in COMMANDS.items():
+        if name is None:
+            sub = groups.add_parser(group, help=help_text, description=help_text)
+            sub.set_defaults(module=module_name)
+            importlib.import_module(module_name).add_arguments(sub)
+            continue
         if group not in subparsers:
             group_parser = groups.add_parser(group, help=GROUP_HELP[group])
             subparsers[group] = group_parser.add_subparsers(dest="name", required=True)
