@@ -55,6 +55,8 @@ def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | N
     neighbours = x[source]  # [E, C]
     # Edge weights of the four operators: 3/deg * direction (gradient), 1/deg (Laplacian).
     weights = torch.cat([3.0 * direction, torch.ones_like(direction[:, :1])], dim=1) * inverse_degree[target, None]
+    # Under mixed precision x is half or bf16 while pos stays float32; index_add_ needs one dtype.
+    weights = weights.to(x.dtype)
     features = [x]
     for column in range(4):
         weight = weights[:, column]
@@ -68,7 +70,7 @@ def _regular_features(x: Tensor, pos: Tensor, source: Tensor, k: int) -> Tensor:
     nodes, channels = x.shape
     offsets = pos[source].view(nodes, k, 3) - pos[:, None, :]
     direction = offsets / (offsets.square().sum(-1, keepdim=True) + EPSILON)
-    weights = torch.cat([3.0 * direction, torch.ones_like(direction[..., :1])], dim=-1) / k  # [N, k, 4]
+    weights = (torch.cat([3.0 * direction, torch.ones_like(direction[..., :1])], dim=-1) / k).to(x.dtype)  # [N, k, 4]
     neighbours = x.index_select(0, source).view(nodes, k, channels)
     weighted_sums = torch.bmm(neighbours.transpose(1, 2), weights)  # [N, C, 4]
     cost.report("graph operators", nodes * channels * k * 4)

@@ -148,3 +148,28 @@ def test_regular_graph_path_equals_the_general_one():
         conv(x, pos, edge_index, k=4)
     with pytest.raises(RuntimeError, match="does not list k edges per node, node by node"):
         conv(x, pos, edge_index.flip(1), k=5)
+
+
+@pytest.mark.parametrize("regular", [False, True])
+def test_half_precision_features_with_float32_positions(regular):
+    # Mixed precision: features come in as bf16 while positions stay float32 (a crash before).
+    torch.manual_seed(0)
+    pos, x = torch.rand(64, 3), torch.randn(64, 8)
+    edge_index = knn_graph(pos, 8)
+    k = 8 if regular else None
+    reference = differential_features(x, pos, edge_index, k=k)
+    half = differential_features(x.bfloat16(), pos, edge_index, k=k)
+    assert half.dtype == torch.bfloat16
+    assert torch.allclose(half.float(), reference, rtol=2e-2, atol=2e-2 * reference.abs().max().item())
+
+
+def test_mgic_diffgcn_runs_under_bf16_autocast_on_cpu():
+    from mgic_geo.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mgic_diffgcn", num_classes=10, k=8)
+    pos = torch.rand(2 * 64, 3)
+    batch = torch.arange(2).repeat_interleave(64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(pos, batch)
+    assert logits.shape == (2, 10) and torch.isfinite(logits.float()).all()
