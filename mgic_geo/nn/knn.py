@@ -50,6 +50,10 @@ from mgic_geo.nn import cost
 from mgic_geo.validation import check_int
 
 MAX_DISTANCE_ELEMENTS = 2**20
+# On CUDA each chunk costs kernel launches and a GPU has no cache to stay in: bigger chunks (256 MiB
+# of float32 scores). Measured on an H200, B = 32 x 1024 points, k = 10: 6.6 ms in 4 MiB chunks
+# against 1.4 ms for one cdist + topk over all 128 MiB.
+MAX_DISTANCE_ELEMENTS_CUDA = 2**26
 BACKENDS = ("auto", "torch", "torch_cluster", "pyg_lib")
 
 
@@ -81,7 +85,7 @@ def _check(x: Tensor, k: int, batch: Tensor | None, flow: str, backend: str, clo
 def _chunk_shape(clouds: int, size: int, keep: int, device: torch.device | str) -> tuple[int, int, int]:
     """``(clouds_per_chunk, rows, width)`` of the score buffer of :func:`_knn_stacked`: chunks of
     several whole clouds, or of ``rows`` query rows of one cloud, holding at most
-    ``MAX_DISTANCE_ELEMENTS`` scores, in rows of ``width >= size`` columns (columns past ``size`` hold
+    ``MAX_DISTANCE_ELEMENTS`` scores (``MAX_DISTANCE_ELEMENTS_CUDA`` off the CPU), in rows of ``width >= size`` columns (columns past ``size`` hold
     ``+inf`` and are not counted: at most 1.5x more)."""
     width = size
     if torch.device(device).type == "cpu" and size < 64 * keep <= size * 3 // 2:
@@ -91,8 +95,9 @@ def _chunk_shape(clouds: int, size: int, keep: int, device: torch.device | str) 
         # columns) topk over 32 x 1024 rows took 223 ms instead of 377 ms (one thread); the
         # results are the same, only the time differs if a later torch changes its rule.
         width = 64 * keep
-    clouds_per_chunk = max(1, MAX_DISTANCE_ELEMENTS // (size * size))
-    rows = size if clouds_per_chunk > 1 else max(1, MAX_DISTANCE_ELEMENTS // size)
+    budget = MAX_DISTANCE_ELEMENTS if torch.device(device).type == "cpu" else MAX_DISTANCE_ELEMENTS_CUDA
+    clouds_per_chunk = max(1, budget // (size * size))
+    rows = size if clouds_per_chunk > 1 else max(1, budget // size)
     return max(1, min(clouds, clouds_per_chunk)), rows, width
 
 
@@ -120,13 +125,24 @@ def _knn_stacked(points: Tensor, k: int, loop: bool) -> Tensor:
         last = min(clouds, first + clouds_per_chunk)
         for start in range(0, size, rows):
             stop = min(size, start + rows)
-            chunk = scores[: last - first, : stop - start]
-            torch.bmm(queries_all[first:last, start:stop], candidates[first:last], out=chunk[..., :size])
+            queries = queries_all[first:last, start:stop]
+            if torch.compiler.is_compiling():
+                # Dynamo graph-breaks on out= into a strided view (the padded buffer): the same
+                # ranking out of place, which the compiler fuses anyway.
+                chunk = torch.bmm(queries, candidates[first:last])
+                if width > size:
+                    chunk = torch.cat([chunk, chunk.new_full((*chunk.shape[:2], width - size), float("inf"))], -1)
+            else:
+                chunk = scores[: last - first, : stop - start]
+                torch.bmm(queries, candidates[first:last], out=chunk[..., :size])
             if not loop:
                 local = torch.arange(stop - start, device=points.device)
                 chunk[:, local, local + start] = float("inf")
-            torch.topk(chunk, keep, dim=-1, largest=False, sorted=True,
-                       out=(nearest_scores[first:last, start:stop], neighbours[first:last, start:stop]))
+            if torch.compiler.is_compiling():
+                neighbours[first:last, start:stop] = torch.topk(chunk, keep, dim=-1, largest=False, sorted=True).indices
+            else:
+                torch.topk(chunk, keep, dim=-1, largest=False, sorted=True,
+                           out=(nearest_scores[first:last, start:stop], neighbours[first:last, start:stop]))
     cost.report("knn", clouds * size * size * queries_all.shape[-1])
     return neighbours
 

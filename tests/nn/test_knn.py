@@ -123,7 +123,8 @@ def test_cpu_topk_padding_rule():
     assert knn._chunk_shape(32, 1024, 20, "cpu") == (1, 1024, 1280)
     assert knn._chunk_shape(32, 1024, 10, "cpu") == (1, 1024, 1024)  # 64 k <= n already
     assert knn._chunk_shape(32, 1024, 30, "cpu") == (1, 1024, 1024)  # 64 k > 1.5 n: not worth it
-    assert knn._chunk_shape(32, 1024, 20, "meta") == (1, 1024, 1024)  # CPU rule only
+    assert knn._chunk_shape(32, 1024, 20, "meta") == (32, 1024, 1024)  # CPU rules only: no padding, big chunks
+    assert knn._chunk_shape(1, 200_000, 10, "cuda") == (1, 2**26 // 200_000, 200_000)
     assert knn._chunk_shape(32, 100, 10, "cpu") == (32, 100, 100)
     assert knn._chunk_shape(1, 200_000, 10, "cpu") == (1, 5, 200_000)
 
@@ -222,3 +223,21 @@ def test_duplicate_points_are_found_at_distance_zero():
     assert (source != target).all() and (batch[source] == batch[target]).all()
     for found, expected in zip(found_distances(x, edge_index), brute_force_distances(x, batch, 3, False)):
         torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size, k", [(512, 10), (64, 4)])  # padded to 64 k = 640 columns on CPU; not padded
+def test_traced_knn_has_no_graph_break_and_equals_eager(size, k):
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    pos = torch.rand(2 * size, 3, dtype=torch.float64)
+    batch = torch.arange(2).repeat_interleave(size)
+
+    def graph(points):
+        return knn_graph(points, k, batch, cloud_size=size)
+
+    explanation = torch._dynamo.explain(graph)(pos)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch._dynamo.reset()
+    traced = torch.compile(graph, backend="eager", fullgraph=True)(pos)
+    assert torch.equal(traced, graph(pos))
