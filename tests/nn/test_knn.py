@@ -241,3 +241,10 @@ def test_traced_knn_has_no_graph_break_and_equals_eager(size, k):
     torch._dynamo.reset()
     traced = torch.compile(graph, backend="eager", fullgraph=True)(pos)
     assert torch.equal(traced, graph(pos))
+
+
+@pytest.mark.parametrize("dims, expected", [(3, "torch_cluster"), (8, "torch")])
+def test_auto_uses_a_library_only_for_3d_points_on_cpu(dims, expected, monkeypatch):
+    monkeypatch.setattr(knn, "_available", lambda module: module == "torch_cluster")
+    assert knn._automatic_backend(torch.rand(10, dims)) == expected
+    assert knn._automatic_backend(torch.rand(10, dims, device="meta")) == "torch"
