@@ -22,6 +22,10 @@ COMMANDS = {
         "mgic_geo.experiments.scaling",
         "Sec. 4.4 / Eq. 8: params and MACs of a dense 3x3 block vs its MGIC block",
     ),
+    ("experiment", "results"): (
+        "mgic_geo.experiments.results",
+        "real-data fits of every network at an equal wall-clock budget, written up as docs/results.md",
+    ),
     ("bench", "grouped"): (
         "mgic_geo.bench.grouped",
         "forward+backward time of the formulations of a grouped 1x1 channel map",
@@ -55,6 +59,10 @@ COMMANDS = {
     ("predict", None): (
         "mgic_geo.predict",
         "stream point clouds in batches through a classifier: CSV of predictions, flat memory, batch == one by one",
+    ),
+    ("release-weights", None): (
+        "mgic_geo.models.release",
+        "strip a training checkpoint into a release weights file (.pt) with its metadata and sha256 (.json)",
     ),
 }
 

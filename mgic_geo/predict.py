@@ -14,7 +14,9 @@ Python API:
   checkpoint, read with ``torch.load(weights_only=True)`` only;
 - :func:`synthetic_clouds`: a deterministic, lazy stream of ModelNet-10-like clouds
   (:func:`mgic_geo.data.synthetic.synthetic_mesh` shapes, sampled on their surface);
-- :func:`read_cloud`: one point-cloud or mesh file as a fixed-size, normalised cloud.
+- :func:`read_cloud`: one point-cloud or mesh file as a fixed-size, normalised cloud;
+- :func:`render_clouds`: a picture of clouds as 3-D scatter plots titled with their predicted and
+  true classes (:func:`true_class` reads the true class from a ModelNet-layout path).
 
 Sampling (files and synthetic shapes): a mesh gives ``num_points`` points on its faces with
 probability proportional to area; a point-cloud file gives ``num_points`` of its points without
@@ -29,6 +31,12 @@ Command line (``--model`` is an untrained network, for load tests without a chec
     mgic-geo predict --ckpt outputs/modelnet10/mgic_diffgcn/checkpoints/last.ckpt \\
         --inputs 'datasets/modelnet10/*/test/*.off' --out predictions.csv
     mgic-geo predict --model mgic_diffgcn --synthetic 1000 --check-memory --check-equal 64
+    mgic-geo predict --ckpt last.ckpt --inputs 'datasets/modelnet10/*/test/*.off' --render 8 --render-out clouds.png
+
+``--render N`` draws the first N clouds (matplotlib, no display needed) titled ``pred: <class>`` and,
+where the true class is known, ``true: <class>`` in green (right) or red (wrong): for files in ModelNet's
+layout ``<class>/<split>/<file>`` whose class folder is a class name, and for ``--synthetic`` clouds
+of a 10-class model (cloud i is a shape of ``CLASSES[i % 10]``).
 
 The long load check (opt-in, not part of the test suite). On our shared 2-core CPU machine
 mgic_diffgcn ran about 20 clouds/s at 1,024 points with one thread (best of 3 batches of 32), so
@@ -67,7 +75,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -85,6 +93,10 @@ EQUAL_ATOL = 1e-4
 EQUAL_RTOL = 1e-4
 # Clouds whose statistics the BatchNorms of an untrained --model take (set_batchnorm_statistics).
 CALIBRATION_CLOUDS = 32
+# Most panels of one picture of --render (render_clouds).
+MAX_RENDER = 64
+# Split folders of ModelNet's layout <class>/<split>/<file> (true_class).
+LAYOUT_SPLITS = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -412,6 +424,115 @@ def input_files(inputs: str) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Pictures
+
+
+def true_class(path: str | os.PathLike, names: Sequence[str] | None = CLASSES) -> int | None:
+    """The class of a file in ModelNet's layout, ``.../<class>/<split>/<file>`` with ``<split>`` one of
+    ``train``, ``val``, ``test`` and ``<class>`` one of ``names``: its index in ``names``; else ``None``.
+
+    Example::
+
+        >>> from mgic_geo.predict import true_class
+        >>> true_class("datasets/modelnet10/ModelNet10/chair/test/chair_0890.off")
+        2
+        >>> true_class("scans/chair_0890.off") is None
+        True
+    """
+    parts = Path(path).parts
+    if names is None or len(parts) < 3 or parts[-2] not in LAYOUT_SPLITS:
+        return None
+    names = list(names)
+    return names.index(parts[-3]) if parts[-3] in names else None
+
+
+def render_clouds(clouds: Sequence[Tensor], predicted: Sequence[int], *, class_names: Sequence[str] | None = None,
+                  true: Sequence[int | None] | None = None, labels: Sequence[str] | None = None,
+                  path: str | os.PathLike | None = None, columns: int = 4):
+    """A grid of 3-D scatter plots, one panel per cloud, titled with the prediction and, where known,
+    the true class.
+
+    Panel ``i`` shows ``clouds[i]`` (``[N, 3]``, coloured by height) under the title ``labels[i]`` (if
+    given), ``pred: <class>`` and ``true: <class>`` (where ``true[i]`` is not ``None``); the title is
+    green when the prediction is right, red when it is wrong, black when the truth is unknown. Classes
+    are written as ``class_names[c]`` when given, else as their index. Drawn with matplotlib's Agg
+    (no display needed; pyplot is not used).
+
+    :param columns: panels per row (fewer when there are fewer clouds).
+    :param path: where to write the picture (folders are created; the format follows the suffix:
+        ``.png``, ``.pdf``, ``.svg`` ...), through a temporary file renamed at the end.
+    :returns: the matplotlib ``Figure``, whose ``axes`` are the panels in order.
+    :raises ValueError: for no clouds, more than ``MAX_RENDER``, or lists of different lengths.
+
+    Example::
+
+        >>> import torch
+        >>> from mgic_geo.predict import render_clouds
+        >>> figure = render_clouds([torch.rand(50, 3), torch.rand(60, 3)], [2, 5], true=[2, 3],
+        ...                        class_names=["a", "b", "c", "d", "e", "f"])
+        >>> [ax.get_title() for ax in figure.axes]
+        ['pred: c\\ntrue: c', 'pred: f\\ntrue: d']
+    """
+    count = len(clouds)
+    if not 1 <= count <= MAX_RENDER:
+        raise ValueError(f"render_clouds draws 1 to {MAX_RENDER} clouds, got {count}")
+    for name, values in (("predicted", predicted), ("true", true), ("labels", labels)):
+        if values is not None and len(values) != count:
+            raise ValueError(f"`{name}` has {len(values)} entries for {count} clouds")
+    check_int("columns", columns)
+    from matplotlib.figure import Figure
+
+    def named(label: int) -> str:
+        label = int(label)
+        return str(class_names[label]) if class_names is not None and 0 <= label < len(class_names) else str(label)
+
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(3.2 * columns, 3.4 * rows), dpi=100, layout="constrained")
+    for index, cloud in enumerate(clouds):
+        points = torch.as_tensor(cloud).detach().cpu().to(torch.float32).numpy()
+        ax = figure.add_subplot(rows, columns, index + 1, projection="3d")
+        ax.scatter(points[:, 0], points[:, 1], points[:, 2], s=3, c=points[:, 2], cmap="viridis", depthshade=False)
+        if len(points):
+            centre = (points.max(0) + points.min(0)) / 2
+            half = float((points.max(0) - points.min(0)).max()) / 2 or 1.0
+            ax.set(xlim=(centre[0] - half, centre[0] + half), ylim=(centre[1] - half, centre[1] + half),
+                   zlim=(centre[2] - half, centre[2] + half))
+        ax.set_box_aspect((1, 1, 1), zoom=1.25)
+        ax.set_axis_off()
+        known = true[index] if true is not None else None
+        lines = ([str(labels[index])] if labels is not None else []) + [f"pred: {named(predicted[index])}"]
+        colour = "black"
+        if known is not None:
+            lines.append(f"true: {named(known)}")
+            colour = "green" if int(known) == int(predicted[index]) else "red"
+        ax.set_title("\n".join(lines), color=colour, fontsize=9)
+    if path is not None:
+        from mgic_geo.training.plots import save_figure
+
+        save_figure(figure, path)
+    return figure
+
+
+def _picture_path(path: str | os.PathLike) -> Path:
+    """``path`` checked as a picture to write (a format matplotlib writes, not a folder, its folder creatable)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise ValueError(f"`--render-out` {path}: expected a picture file name ending in one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
+    if path.is_dir():
+        raise ValueError(f"`--render-out` {path}: is a folder, expected a picture file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"`--render-out` {path}: cannot be written ({err.strerror})") from None
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
 # Memory
 
 
@@ -516,6 +637,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-every", type=int, default=10, help="batches between RSS samples (default: %(default)s)")
     parser.add_argument("--check-equal", type=int, default=0, metavar="M",
                         help="re-run the first M clouds one by one and compare their logits (default: 0, off)")
+    parser.add_argument("--render", type=int, default=0, metavar="N",
+                        help=f"draw the first N clouds (at most {MAX_RENDER}) as 3-D scatter plots titled with their "
+                             "predicted and, where known, true class (default: 0, off)")
+    parser.add_argument("--render-out", default=None, metavar="PATH",
+                        help="the picture of --render (default: --out with the suffix .png)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -575,6 +701,9 @@ def run(args: argparse.Namespace) -> int:
     check_int("--seed", args.seed, minimum=0)
     check_int("--check-equal", args.check_equal, minimum=0)
     check_int("--memory-every", args.memory_every)
+    check_int("--render", args.render, minimum=0)
+    if args.render > MAX_RENDER:
+        raise ValueError(f"`--render` draws at most {MAX_RENDER} clouds, got {args.render}")
     if args.synthetic is not None:
         check_int("--synthetic", args.synthetic)
     if args.num_points is not None:
@@ -593,6 +722,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device)
     files = input_files(args.inputs) if args.inputs is not None else None  # a bad --inputs fails before the model loads
+    picture = _picture_path(args.render_out or Path(args.out).with_suffix(".png")) if args.render else None
     model, description, num_classes = _build_model(args)
     net = _network(model)
     least = min_points(model)
@@ -610,16 +740,22 @@ def _run(args: argparse.Namespace) -> int:
 
     total = len(files) if files is not None else args.synthetic
     names: collections.deque[str] = collections.deque()  # the names of the clouds in flight: one batch at most
+    # [cloud, name, true class or None, predicted class] of the first --render clouds only
+    shown: list[list] = []
 
     def clouds() -> Iterator[Tensor]:
         if files is None:
             for index, cloud in enumerate(synthetic_clouds(total, num_points, seed=args.seed)):
                 names.append(f"synthetic-{index:06d}")
+                if index < args.render:  # synthetic cloud i is a shape of class CLASSES[i % 10]
+                    shown.append([cloud, names[-1], index % len(CLASSES) if names_of_classes else None])
                 yield cloud
         else:
             for index, file in enumerate(files):
                 cloud = read_cloud(file, num_points, seed=args.seed, index=index, min_points=least)
                 names.append(str(file))
+                if index < args.render:
+                    shown.append([cloud, file.name, true_class(file, names_of_classes)])
                 yield cloud
 
     from tqdm import tqdm
@@ -642,6 +778,8 @@ def _run(args: argparse.Namespace) -> int:
                 writer.writerow([names.popleft(), label, names_of_classes[label] if names_of_classes else ""])
                 if done < args.check_equal:
                     kept[done] = (kept[done][0], logits)
+                if done < args.render:
+                    shown[done].append(label)
                 done += 1
                 if done % args.batch_size == 0 or done == total:
                     handle.flush()  # a long run's CSV grows on disk batch by batch
@@ -656,6 +794,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({done} rows)")
         if monitor is not None:
             print(monitor.summary())
+        if shown:
+            render_clouds([c for c, *_ in shown], [p for *_, p in shown], class_names=names_of_classes,
+                          true=[t for _, _, t, _ in shown], labels=[n for _, n, _, _ in shown], path=picture)
+            right = sum(t == p for _, _, t, p in shown if t is not None)
+            known = sum(t is not None for _, _, t, _ in shown)
+            print(f"wrote {picture} ({len(shown)} clouds drawn; "
+                  f"{f'{right} of {known} with a known class right' if known else 'true classes unknown'})")
         if args.check_equal:
             return _check_equal(model, kept, args.batch_size, device)
         return 0

@@ -21,8 +21,8 @@ from mgic_geo.cli import main
 from mgic_geo.data.layout import CLASSES
 from mgic_geo.data.synthetic import off_text, synthetic_mesh
 from mgic_geo.models import create_model
-from mgic_geo.predict import (MemoryMonitor, load_classifier, one_by_one, predict_clouds, set_batchnorm_statistics,
-                              synthetic_clouds)
+from mgic_geo.predict import (MemoryMonitor, load_classifier, one_by_one, predict_clouds, render_clouds,
+                              set_batchnorm_statistics, synthetic_clouds, true_class)
 
 # Batched and one-by-one logits differ by float32 rounding only (measured: at most 2.5e-6, on logits
 # that lie up to 3.3 apart from cloud to cloud); a real difference (another kNN graph, BatchNorm in
@@ -329,6 +329,10 @@ def test_bad_checkpoint_is_a_one_line_error_naming_it(tmp_path, capsys, ckpt, ex
     (["--model", "resnet56"], "`--model` 'resnet56' is a network for image classification, not point clouds"),
     (["--model", "nope"], "`--model` 'nope' is not a registry model"),
     (["--model-kwargs", '{"k": 4, "num_points": 64}'], "`--num-points` 32 differs from the model's num_points=64"),
+    (["--render", "65"], "`--render` draws at most 64 clouds, got 65"),
+    (["--render", "-1"], "`--render` must be a non-negative integer, got -1"),
+    (["--render", "2", "--render-out", "clouds.csv"], "`--render-out` clouds.csv: expected a picture file name ending in "
+                                                      "one of"),
 ])
 def test_bad_option_is_a_one_line_error_naming_it(tmp_path, capsys, arguments, expected):
     base = {"--model": "mgic_diffgcn", "--model-kwargs": '{"k": 4}', "--synthetic": "3", "--num-points": "32",
@@ -386,3 +390,94 @@ def test_bad_api_arguments_name_the_value():
         list(predict_clouds(fixed, [torch.rand(10, 3)]))
     with pytest.raises(ValueError, match=r"`count` must be a non-negative integer, got -1"):
         synthetic_clouds(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pictures (--render)
+
+
+def png_size(path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.verify()
+        return image.size
+
+
+def test_render_clouds_titles_and_colours(tmp_path):
+    clouds = list(synthetic_clouds(5, num_points=40))
+    figure = render_clouds(clouds, [0, 1, 2, 3, 4], class_names=list(CLASSES), true=[0, 2, None, 3, None],
+                           labels=[f"c{i}" for i in range(5)], path=tmp_path / "deep" / "clouds.png", columns=2)
+    assert len(figure.axes) == 5 and all(ax.name == "3d" for ax in figure.axes)
+    assert [ax.get_subplotspec().get_geometry()[:2] for ax in figure.axes] == [(3, 2)] * 5
+    titles = [ax.title for ax in figure.axes]
+    assert titles[0].get_text() == "c0\npred: bathtub\ntrue: bathtub" and titles[0].get_color() == "green"
+    assert titles[1].get_text() == "c1\npred: bed\ntrue: chair" and titles[1].get_color() == "red"
+    assert titles[2].get_text() == "c2\npred: chair" and titles[2].get_color() == "black"  # truth unknown
+    assert [len(ax.collections[0].get_offsets()) for ax in figure.axes] == [40] * 5  # every point drawn
+    width, height = png_size(tmp_path / "deep" / "clouds.png")
+    assert 500 <= width <= 2000 and 800 <= height <= 2000, (width, height)
+    # without names, classes are written as indices
+    assert render_clouds(clouds[:1], [7]).axes[0].get_title() == "pred: 7"
+    with pytest.raises(ValueError, match="`true` has 1 entries for 2 clouds"):
+        render_clouds(clouds[:2], [0, 1], true=[0])
+    with pytest.raises(ValueError, match="render_clouds draws 1 to 64 clouds, got 0"):
+        render_clouds([], [])
+
+
+def test_true_class_from_modelnet_layout():
+    assert true_class("ModelNet10/night_stand/train/night_stand_0001.off") == CLASSES.index("night_stand")
+    assert true_class("/data/x/sofa/val/sofa_0001.npy") == CLASSES.index("sofa")
+    assert true_class("sofa/other/sofa_0001.off") is None  # not a split folder
+    assert true_class("lamp/test/lamp_0001.off") is None  # not a class
+    assert true_class("b/test/b_1.off", ["a", "b"]) == 1 and true_class("b/test/b_1.off", None) is None
+
+
+def test_cli_render_with_a_checkpoint_and_modelnet_layout(tmp_path, capsys, checkpoint, one_thread, monkeypatch):
+    figures = []
+
+    def keep(*args, **kwargs):
+        figures.append(render_clouds(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(mgic_geo.predict, "render_clouds", keep)
+    rng = np.random.default_rng(0)
+    files = []
+    for name in ("chair", "table", "sofa"):
+        folder = tmp_path / "ModelNet10" / name / "test"
+        folder.mkdir(parents=True)
+        files.append(folder / f"{name}_0001.off")
+        files[-1].write_text(off_text(*synthetic_mesh(name, rng)))
+    loose = tmp_path / "0_loose.off"  # no class folder: truth unknown; first in order
+    loose.write_text(off_text(*synthetic_mesh("bed", rng)))
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--ckpt", str(checkpoint), "--inputs", str(tmp_path / "**" / "*.off"), "--num-points", "64",
+                 "--batch-size", "2", "--render", "3", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    rows = read_rows(out)
+    assert [row["file"] for row in rows] == [str(p) for p in [loose] + sorted(files)]
+    assert f"wrote {tmp_path / 'p.png'} (3 clouds drawn;" in printed  # next to --out by default
+    png_size(tmp_path / "p.png")
+    (figure,) = figures
+    assert len(figure.axes) == 3  # the first 3 clouds only, in order
+    assert figure.axes[0].title.get_color() == "black"
+    for ax, row in zip(figure.axes, rows):
+        lines = ax.get_title().split("\n")
+        assert lines[0] == row["file"].rsplit("/", 1)[1] and lines[1] == f"pred: {row['class_name']}"
+        truth = row["file"].split("/")[-3]
+        known = truth in CLASSES
+        assert lines[2:] == ([f"true: {truth}"] if known else [])
+        expected = ("green" if truth == row["class_name"] else "red") if known else "black"
+        assert ax.title.get_color() == expected
+
+
+def test_cli_render_synthetic_clouds_know_their_class(tmp_path, capsys, one_thread):
+    picture = tmp_path / "pictures" / "clouds.png"
+    assert main(["predict", "--model", "diffgcn", "--model-kwargs", '{"k": 4}', "--synthetic", "12", "--num-points",
+                 "32", "--batch-size", "5", "--render", "12", "--render-out", str(picture), "--out",
+                 str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    right = sum(row["class_name"] == CLASSES[i % 10] for i, row in enumerate(read_rows(tmp_path / "p.csv")))
+    assert f"wrote {picture} (12 clouds drawn; {right} of 12 with a known class right)" in printed
+    png_size(picture)

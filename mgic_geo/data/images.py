@@ -3,6 +3,13 @@ stand-ins) and ImageNet-style class folders.
 
 Batches are ``(images, labels)``: float32 ``[B, 3, H, W]`` normalised per channel, int64 ``[B]``.
 
+Validation: where a root has no evaluation split of its own (CIFAR-10 class folders without
+``test/``, ImageNet-style folders without ``val/``), a seeded, stratified ``val_fraction`` (default 0.1)
+of the training images is held out for validation (:mod:`mgic_geo.data.split`); testing then fails
+with a ``ValueError`` naming the missing folder. Where the root has one, the validation loader serves
+it, as it always did (monitoring only: it is the split ``test`` evaluates), unless ``val_fraction`` is
+given, which then holds out that share of the training images instead (0: no validation).
+
 Checks and their cost: the layout (split folders, class folders, at least one image per class, the
 same classes in every split) is checked at :meth:`setup`, before any image is decoded. Each image is
 decoded and checked when it is first read (:func:`load_image`): an unreadable or truncated file raises
@@ -12,6 +19,7 @@ Nothing on disk is ever written, except by ``source="synthetic"`` (into an empty
 """
 from __future__ import annotations
 
+import copy
 import io
 import pickle
 import pickletools
@@ -35,6 +43,7 @@ from mgic_geo.data.image_synthetic import (
 )
 from mgic_geo.data.readers import DataFileError
 from mgic_geo.data.shuffle import ResumableShuffle
+from mgic_geo.data.split import check_fraction, stratified_split
 from mgic_geo.validation import check_int
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -51,12 +60,13 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 CIFAR10_LAYOUT = """expected one of:
   {root}/cifar-10-batches-py/{{data_batch_1..5, test_batch, batches.meta}}   (source="archive", the official python archive)
-  {root}/train/<class>/*.png|jpg and {root}/test/<class>/*.png|jpg          (source="folder")
+  {root}/train/<class>/*.png|jpg and {root}/test/<class>/*.png|jpg          (source="folder"; test/ optional)
   {root}/synthetic_images.json + the folder layout                           (source="synthetic", written for you)"""
 FOLDER_LAYOUT = """expected:
   {root}/
     {first}/<class>/<image>.png|jpg|jpeg   (one folder per class)
-    {second}/<class>/<image>.png|jpg|jpeg   (the same class folders)"""
+    {second}/<class>/<image>.png|jpg|jpeg   (the same class folders{optional})"""
+DEFAULT_VAL_FRACTION = 0.1
 
 
 # A PNG's pixels are deflate-compressed, and deflate expands at most ~1032:1; a PNG claiming more
@@ -97,11 +107,14 @@ def is_image_file(path: str | Path) -> bool:
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def scan_class_folders(root: Path, splits: tuple[str, str]) -> list[str]:
+def scan_class_folders(root: Path, splits: tuple[str, str], *, optional: bool = False) -> list[str]:
     """Check ``<root>/<split>/<class>/<images>`` for both ``splits`` and return the sorted class names;
     ``ValueError`` naming the folder for a missing split, no class folders, an empty class folder, or
-    classes that differ between the splits (the differing ones are named)."""
-    tree = FOLDER_LAYOUT.format(root=root, first=splits[0], second=splits[1])
+    classes that differ between the splits (the differing ones are named). ``optional=True``: the
+    second split may be missing (then only the first is checked)."""
+    tree = FOLDER_LAYOUT.format(root=root, first=splits[0], second=splits[1], optional="; optional" if optional else "")
+    if optional and not (root / splits[1]).is_dir():
+        splits = splits[:1]
     for split in splits:
         if not (root / split).is_dir():
             raise ValueError(f"image data root {str(root)!r}: no {split}/ folder\n{tree}")
@@ -115,7 +128,7 @@ def scan_class_folders(root: Path, splits: tuple[str, str]) -> list[str]:
             if not any(is_image_file(p) and p.is_file() for p in (folder / name).rglob("*")):  # ImageFolder walks subfolders
                 raise ValueError(f"class folder {str(folder / name)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         classes[split] = names
-    first, second = (set(classes[s]) for s in splits)
+    first, second = (set(classes[s]) for s in (splits * 2)[:2])
     if first != second:
         only = [f"only in {s}/: {', '.join(sorted(a - b))}" for s, a, b in ((splits[0], first, second), (splits[1], second, first))
                 if a - b]
@@ -133,6 +146,19 @@ class _ClassFolder(ImageFolder):
     def find_classes(self, directory):
         classes = sorted(e.name for e in Path(directory).iterdir() if e.is_dir() and not e.name.startswith("."))
         return classes, {name: i for i, name in enumerate(classes)}
+
+    def keys(self) -> list[str]:
+        """Each image's path relative to the folder, with ``/`` (what a split is keyed by)."""
+        return [Path(path).relative_to(self.root).as_posix() for path, _ in self.samples]
+
+    def subset(self, indices: list[int], transform) -> "_ClassFolder":
+        """A copy holding only the images at ``indices`` (in that order), with ``transform``."""
+        part = copy.copy(self)
+        part.samples = [self.samples[i] for i in indices]
+        part.imgs = part.samples
+        part.targets = [label for _, label in part.samples]
+        part.transform = transform
+        return part
 
 
 # What the official CIFAR-10 batches (and numpy arrays pickled with protocols 2 to 5) need to be rebuilt;
@@ -361,6 +387,19 @@ class ArrayImages(Dataset):
     def __getitem__(self, index: int):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
+    def keys(self) -> list[str]:
+        """Each image's index, as a string (what a split is keyed by)."""
+        return [str(i) for i in range(len(self.images))]
+
+    def subset(self, indices: list[int], transform) -> "ArrayImages":
+        """A copy holding only the images at ``indices`` (in that order), with ``transform``."""
+        return ArrayImages(self.images[indices], self.labels[indices], transform)
+
+    @property
+    def targets(self) -> list[int]:
+        """The labels, as a list (``ImageFolder``'s name)."""
+        return self.labels.tolist()
+
 
 class _FitSize:
     """Resize to ``size x size`` only when the image is not that size already."""
@@ -390,11 +429,73 @@ def _seed_worker(worker_id: int) -> None:
 
 
 class _ClassificationDataModule(ResumableShuffle, LightningDataModule):
-    """Loaders shared by the image datamodules: a seeded shuffled training loader that drops the last
-    incomplete batch, and evaluation loaders in file order."""
+    """Splits and loaders shared by the image datamodules: a seeded shuffled training loader that drops
+    the last incomplete batch, and evaluation loaders in file order.
+
+    ``eval_set`` is the root's own evaluation split (what :meth:`test_dataloader` serves), ``val_set``
+    what :meth:`val_dataloader` serves: a held-out share of the training images, or ``eval_set``
+    (see the module docstring), or nothing. A subclass sets ``val_fraction``, ``split_seed`` and the
+    transforms, and defines :meth:`_has_eval_split`, :meth:`_no_eval_split`, :meth:`_training_images`
+    and :meth:`_evaluation_images`.
+    """
 
     train_set: Dataset | None
+    val_set: Dataset | list | None
     eval_set: Dataset | None
+    val_fraction: float | None
+    split_seed: int
+    #: where validation comes from after :meth:`setup`: ``"held_out"`` (a share of the training
+    #: images), ``"eval_split"`` (the root's evaluation split, which testing serves too) or ``None``
+    validation: str | None = None
+
+    def _has_eval_split(self) -> bool:
+        raise NotImplementedError
+
+    def _no_eval_split(self) -> ValueError:
+        raise NotImplementedError
+
+    def _training_images(self):
+        raise NotImplementedError
+
+    def _evaluation_images(self):
+        raise NotImplementedError
+
+    def held_out_fraction(self) -> float:
+        """The share of each class's training images held out for validation: ``val_fraction`` when
+        given, else 0 where the root has an evaluation split and 0.1 where it has none."""
+        if self.val_fraction is not None:
+            return self.val_fraction
+        return 0.0 if self._has_eval_split() else DEFAULT_VAL_FRACTION
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the training and validation splits (``stage`` ``"fit"`` or ``None``), the validation
+        split (``"validate"``) and, at every stage, the root's evaluation split when it has one.
+        ``"test"`` (or ``"predict"``) on a root without one raises a ``ValueError`` naming the folder."""
+        _ = self.class_names  # checks the layout
+        has_eval = self._has_eval_split()
+        if stage in ("test", "predict") and not has_eval:
+            raise self._no_eval_split()
+        fit, validate = stage in (None, "fit"), stage in (None, "fit", "validate")
+        fraction = self.held_out_fraction()
+        if (fit and self.train_set is None) or (validate and self.val_set is None and fraction > 0):
+            images = self._training_images()
+            if fraction > 0:
+                kept, held = stratified_split(images.keys(), images.targets, fraction, self.split_seed)
+                train, val = images.subset(kept, self.train_transform), images.subset(held, self.eval_transform)
+            else:
+                train, val = images, None
+            if fit and self.train_set is None:
+                self.train_set = train
+                self._check_train_size()
+            if validate and self.val_set is None and val is not None:
+                self.val_set, self.validation = val, "held_out" if len(val) else None
+        if has_eval and self.eval_set is None:
+            self.eval_set = self._evaluation_images()
+        if validate and self.val_set is None:  # nothing held out
+            if self.val_fraction is None and has_eval:
+                self.val_set, self.validation = self.eval_set, "eval_split"
+            else:
+                self.val_set, self.validation = [], None
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         # Training workers start afresh each epoch, seeded from the generator, which checkpoints keep
@@ -417,29 +518,39 @@ class _ClassificationDataModule(ResumableShuffle, LightningDataModule):
             self.setup("fit")
         return self._loader(self.train_set, train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        """The evaluation split in file order (for monitoring)."""
-        if self.eval_set is None:
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation split in file order, never augmented; ``[]`` when there is none (Lightning
+        then skips validation)."""
+        if self.val_set is None:
             self.setup("validate")
-        return self._loader(self.eval_set, train=False)
+        if not len(self.val_set):
+            return []
+        return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        """The same evaluation split as :meth:`val_dataloader`."""
-        return self.val_dataloader()
+        """The root's evaluation split in file order; a ``ValueError`` naming the missing folder on a
+        root without one."""
+        if self.eval_set is None:
+            self.setup("test")
+        return self._loader(self.eval_set, train=False)
 
 
 class CIFAR10DataModule(_ClassificationDataModule):
     """CIFAR-10 as ``(images [B, 3, image_size, image_size], labels [B])`` batches from the official
     python archive, class folders, or generated stand-in images.
 
-    CIFAR-10 has no validation split, so :meth:`val_dataloader` serves the test split: validation
-    numbers are for monitoring only.
+    CIFAR-10 has no validation split. On a root with a test split (the archive's ``test_batch``, or
+    ``test/`` class folders) :meth:`val_dataloader` serves it by default, as before: numbers for
+    monitoring only, since testing evaluates the same images. Pass ``val_fraction`` to validate on a
+    held-out share of the training images instead. On a root holding only ``train/`` (e.g. the CIFAR-10
+    training split as an image folder) ``val_fraction`` defaults to 0.1 (5,000 of the 50,000 images),
+    and :meth:`test_dataloader` raises a ``ValueError`` naming the missing ``test/`` folder.
 
     :param root: the data root (see ``source``).
     :param source: ``"auto"`` (archive if ``<root>/cifar-10-batches-py`` exists, else the synthetic
         marker's images, else class folders; an empty root with ``download=True`` downloads),
         ``"archive"`` (``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``),
-        ``"folder"`` (``<root>/{train,test}/<class>/*.png|jpg``) or ``"synthetic"`` (write
+        ``"folder"`` (``<root>/{train,test}/<class>/*.png|jpg``, ``test/`` optional) or ``"synthetic"`` (write
         :func:`write_synthetic_image_folder` images into ``root`` if missing, read them as folders).
     :param batch_size: images per batch; the training loader drops the last incomplete batch.
     :param num_workers: ``DataLoader`` worker processes (0: load in the main process).
@@ -448,6 +559,11 @@ class CIFAR10DataModule(_ClassificationDataModule):
     :param download: fetch the official archive into an empty root (:func:`download_cifar10`: checked against its
         published MD5 before it is opened, extracted safely).
     :param seed: seeds the training shuffle and the worker seeds.
+    :param val_fraction: the share of each class's training images held out for validation, in
+        ``[0, 1)`` (0: no validation); ``None``: 0.1 on a root without a test split, else validate
+        on the test split (monitoring only).
+    :param split_seed: which images are held out (:func:`mgic_geo.data.split.stratified_split`:
+        stratified per class, the same images for the same seed and files).
     :param synthetic_images: ``(train, test)`` images per class for ``source="synthetic"``.
     :param synthetic_seed: seed of the synthetic images (separate from ``seed``).
     :param image_size: side of the batched images; images of another size are resized (bilinear).
@@ -476,6 +592,8 @@ class CIFAR10DataModule(_ClassificationDataModule):
         augment: bool = True,
         download: bool = False,
         seed: int = 0,
+        val_fraction: float | None = None,
+        split_seed: int = 0,
         synthetic_images: tuple[int, int] = (500, 100),
         synthetic_seed: int = 0,
         image_size: int = 32,
@@ -486,6 +604,9 @@ class CIFAR10DataModule(_ClassificationDataModule):
         check_int("batch_size", batch_size)
         check_int("num_workers", num_workers, minimum=0)
         check_int("seed", seed, minimum=0)
+        if val_fraction is not None:
+            check_fraction("val_fraction", val_fraction)
+        check_int("split_seed", split_seed, minimum=0)
         check_int("synthetic_seed", synthetic_seed, minimum=0)
         check_int("image_size", image_size, minimum=8)
         if not isinstance(synthetic_images, (tuple, list)) or len(synthetic_images) != 2:
@@ -497,11 +618,13 @@ class CIFAR10DataModule(_ClassificationDataModule):
         self.root = Path(root)
         self.source, self.batch_size, self.num_workers = source, batch_size, num_workers
         self.augment, self.download, self.seed, self.image_size = augment, download, seed, image_size
+        self.val_fraction = None if val_fraction is None else float(val_fraction)
+        self.split_seed = split_seed
         self.synthetic_images, self.synthetic_seed = (int(synthetic_images[0]), int(synthetic_images[1])), synthetic_seed
         self.generator = torch.Generator().manual_seed(seed)
         self.resolved: str | None = None  # "archive" or "folder" once found
         self._class_names: list[str] | None = None
-        self.train_set = self.eval_set = None
+        self.train_set = self.val_set = self.eval_set = None
         normalize = [T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
         fit = [_FitSize(image_size)]
         random = [T.RandomCrop(image_size, padding=max(1, image_size // 8)), T.RandomHorizontalFlip()] if augment else []
@@ -521,7 +644,7 @@ class CIFAR10DataModule(_ClassificationDataModule):
         elif source == "auto":
             if archive.is_dir() or (not visible and self.download):
                 source = "archive"
-            elif (self.root / SYNTHETIC_IMAGES_MARKER).is_file() or all((self.root / s).is_dir() for s in IMAGE_SPLITS):
+            elif (self.root / SYNTHETIC_IMAGES_MARKER).is_file() or (self.root / "train").is_dir():
                 source = "folder"
             else:
                 found = ", ".join(sorted(p.name for p in visible)[:5]) or "nothing"
@@ -544,7 +667,7 @@ class CIFAR10DataModule(_ClassificationDataModule):
             if self._resolve() == "archive":
                 self._class_names = read_cifar10_names(self.root / CIFAR10_ARCHIVE_DIR)
             else:
-                self._class_names = scan_class_folders(self.root, IMAGE_SPLITS)
+                self._class_names = scan_class_folders(self.root, IMAGE_SPLITS, optional=True)
         return list(self._class_names)
 
     @property
@@ -555,25 +678,25 @@ class CIFAR10DataModule(_ClassificationDataModule):
         """Write the synthetic images or download the archive (when asked)."""
         self._resolve()
 
-    def setup(self, stage: str | None = None) -> None:
-        """Build the training split (``stage`` ``"fit"`` or ``None``) and the test split (every stage)."""
-        _ = self.class_names  # checks the layout
-        train = stage in (None, "fit") and self.train_set is None
-        if self.resolved == "archive":
-            folder = self.root / CIFAR10_ARCHIVE_DIR
-            if train:
-                images, labels, _ = read_cifar10_archive(folder, train=True)
-                self.train_set = ArrayImages(images, labels, self.train_transform)
-            if self.eval_set is None:
-                images, labels, _ = read_cifar10_archive(folder, train=False)
-                self.eval_set = ArrayImages(images, labels, self.eval_transform)
-        else:
-            if train:
-                self.train_set = _ClassFolder(self.root / "train", self.train_transform)
-            if self.eval_set is None:
-                self.eval_set = _ClassFolder(self.root / "test", self.eval_transform)
-        if train:
-            self._check_train_size()
+    def _has_eval_split(self) -> bool:
+        return self._resolve() == "archive" or (self.root / "test").is_dir()
+
+    def _no_eval_split(self) -> ValueError:
+        return ValueError(f"CIFAR-10 data root {str(self.root)!r}: no test split to test on: the folder "
+                          f"{str(self.root / 'test')!r} does not exist (this root holds the training split only; "
+                          "validation uses a held-out share of it, `val_fraction`)")
+
+    def _training_images(self):
+        if self._resolve() == "archive":
+            images, labels, _ = read_cifar10_archive(self.root / CIFAR10_ARCHIVE_DIR, train=True)
+            return ArrayImages(images, labels, self.train_transform)
+        return _ClassFolder(self.root / "train", self.train_transform)
+
+    def _evaluation_images(self):
+        if self._resolve() == "archive":
+            images, labels, _ = read_cifar10_archive(self.root / CIFAR10_ARCHIVE_DIR, train=False)
+            return ArrayImages(images, labels, self.eval_transform)
+        return _ClassFolder(self.root / "test", self.eval_transform)
 
 
 class ImageFolderDataModule(_ClassificationDataModule):
@@ -582,13 +705,22 @@ class ImageFolderDataModule(_ClassificationDataModule):
 
     Training: ``RandomResizedCrop(image_size)`` and a horizontal flip (``augment=False``: the
     evaluation transform instead). Evaluation: ``Resize(resize_size)`` of the shorter side then
-    ``CenterCrop(image_size)``. :meth:`val_dataloader` and :meth:`test_dataloader` both serve ``val/``.
+    ``CenterCrop(image_size)``.
+
+    ``val/`` is optional. With it, :meth:`val_dataloader` and :meth:`test_dataloader` both serve
+    ``val/`` by default (ImageNet's convention: its test labels are not public), so validation numbers
+    are for monitoring only; pass ``val_fraction`` to validate on a held-out share of ``train/``
+    instead. Without it, ``val_fraction`` defaults to 0.1 and :meth:`test_dataloader` raises a
+    ``ValueError`` naming the missing ``val/`` folder.
 
     :param root: the data root.
     :param batch_size: images per batch; the training loader drops the last incomplete batch.
     :param num_workers: ``DataLoader`` worker processes.
     :param augment: the random training transform (see above).
     :param seed: seeds the training shuffle and the worker seeds.
+    :param val_fraction: the share of each class's training images held out for validation, in
+        ``[0, 1)`` (0: no validation); ``None``: 0.1 on a root without ``val/``, else validate on ``val/``.
+    :param split_seed: which images are held out (:func:`mgic_geo.data.split.stratified_split`).
     :param image_size: side of the batched images (224 for ImageNet).
     :param resize_size: shorter side before the evaluation centre crop; ``None``: ``image_size * 256 / 224``.
     """
@@ -601,6 +733,8 @@ class ImageFolderDataModule(_ClassificationDataModule):
         num_workers: int = 0,
         augment: bool = True,
         seed: int = 0,
+        val_fraction: float | None = None,
+        split_seed: int = 0,
         image_size: int = 224,
         resize_size: int | None = None,
     ) -> None:
@@ -608,6 +742,9 @@ class ImageFolderDataModule(_ClassificationDataModule):
         check_int("batch_size", batch_size)
         check_int("num_workers", num_workers, minimum=0)
         check_int("seed", seed, minimum=0)
+        if val_fraction is not None:
+            check_fraction("val_fraction", val_fraction)
+        check_int("split_seed", split_seed, minimum=0)
         check_int("image_size", image_size)
         resize_size = round(image_size * 256 / 224) if resize_size is None else resize_size
         check_int("resize_size", resize_size, minimum=image_size)
@@ -616,9 +753,11 @@ class ImageFolderDataModule(_ClassificationDataModule):
         self.root = Path(root)
         self.batch_size, self.num_workers, self.augment, self.seed = batch_size, num_workers, augment, seed
         self.image_size, self.resize_size = image_size, resize_size
+        self.val_fraction = None if val_fraction is None else float(val_fraction)
+        self.split_seed = split_seed
         self.generator = torch.Generator().manual_seed(seed)
         self._class_names: list[str] | None = None
-        self.train_set = self.eval_set = None
+        self.train_set = self.val_set = self.eval_set = None
         normalize = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         self.eval_transform = T.Compose([T.Resize(resize_size), T.CenterCrop(image_size)] + normalize)
         self.train_transform = (T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()] + normalize)
@@ -628,18 +767,23 @@ class ImageFolderDataModule(_ClassificationDataModule):
     def class_names(self) -> list[str]:
         """The sorted class folder names (checks the layout on first use)."""
         if self._class_names is None:
-            self._class_names = scan_class_folders(self.root, ("train", "val"))
+            self._class_names = scan_class_folders(self.root, ("train", "val"), optional=True)
         return list(self._class_names)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Build the training split (``stage`` ``"fit"`` or ``None``) and ``val/`` (every stage)."""
-        _ = self.class_names  # checks the layout
-        if stage in (None, "fit") and self.train_set is None:
-            self.train_set = _ClassFolder(self.root / "train", self.train_transform)
-            self._check_train_size()
-        if self.eval_set is None:
-            self.eval_set = _ClassFolder(self.root / "val", self.eval_transform)
+    def _has_eval_split(self) -> bool:
+        return (self.root / "val").is_dir()
+
+    def _no_eval_split(self) -> ValueError:
+        return ValueError(f"image data root {str(self.root)!r}: no val/ folder to test on: {str(self.root / 'val')!r} "
+                          "does not exist (this root holds the training split only; validation uses a held-out share "
+                          "of it, `val_fraction`)")
+
+    def _training_images(self):
+        return _ClassFolder(self.root / "train", self.train_transform)
+
+    def _evaluation_images(self):
+        return _ClassFolder(self.root / "val", self.eval_transform)

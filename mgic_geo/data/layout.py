@@ -2,7 +2,10 @@
 
 The layout is ModelNet's own: ``<class>/{train,test}/<class>_NNNN.<ext>``, directly under the root,
 under ``<root>/ModelNet10/`` (the official archive, extracted) or under ``<root>/raw/`` (PyG's
-``ModelNet`` dataset). Every problem with it is a ``ValueError`` that shows the expected tree.
+``ModelNet`` dataset). ``train/`` is required; ``test/`` is optional (a root holding only the train
+split, e.g. one whose test split is kept back for independent evaluation), and so is an explicit
+validation split ``val/``; an optional split is there for every class or for none. Every problem
+with it is a ``ValueError`` that shows the expected tree.
 """
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the official splits (what the synthetic shapes are written as)
+ALL_SPLITS = ("train", "val", "test")  # train/ is required, val/ and test/ are optional
 MESH_EXTENSIONS = (".off",)
 POINT_EXTENSIONS = (".pcd", ".ply", ".xyz", ".pts", ".txt", ".npy")
 SOURCES = ("auto", "meshes", "points", "synthetic")
@@ -27,7 +31,8 @@ LAYOUT = """expected layout (ModelNet's own; the class folders may also sit in <
   <root>/
     bathtub/
       train/bathtub_0001.off  bathtub_0002.off  ...
-      test/bathtub_0107.off  ...
+      test/bathtub_0107.off  ...        (optional: testing needs it)
+      val/...                           (optional: a validation split of your own)
     bed/
       train/  test/
     ...       one folder for each of the 10 classes: {classes}
@@ -57,21 +62,37 @@ def is_empty(root: Path) -> bool:
 @dataclass
 class Layout:
     """The files found under a root: ``files[split]`` lists ``(path, label)`` pairs, sorted by class
-    (in :data:`CLASSES` order) and file name."""
+    (in :data:`CLASSES` order) and file name, for each split the root has (``"train"`` always,
+    ``"val"`` and ``"test"`` when their folders are there)."""
 
     root: Path
     data_dir: Path
     source: str
     files: dict[str, list[tuple[Path, int]]]
 
+    def require(self, split: str) -> list[tuple[Path, int]]:
+        """``files[split]``, or a ``ValueError`` naming the missing split folders (``<data_dir>/bathtub/test``, ...)."""
+        if split not in ALL_SPLITS:
+            raise ValueError(f"`split` must be one of {ALL_SPLITS}, got {split!r}")
+        if split not in self.files:
+            folders = [str(self.data_dir / name / split) for name in CLASSES]
+            listing = ", ".join(folders[:3]) + (f", ... ({len(folders)} in all)" if len(folders) > 3 else "")
+            has = " and ".join(f"{name}/" for name in self.files)
+            raise layout_error(self.data_dir, f"no {split} split: missing the folders {listing}; the class folders "
+                                              f"hold only {has}")
+        return self.files[split]
+
 
 def find_layout(root: str | Path, source: str = "auto") -> Layout:
     """Check the folders under ``root`` and list the shape files of each split.
 
-    ``source="auto"`` picks ``"meshes"`` when the split folders hold ``.off`` files and ``"points"``
-    when they hold point-cloud files; ``"synthetic"`` data are meshes. Raises ``ValueError`` (with
-    the expected tree) for a missing or empty root, unknown or missing class folders, a missing
-    split folder, an empty split folder, unsupported files, or files that do not fit ``source``.
+    ``<class>/train/`` must be there for every class; ``<class>/test/`` and ``<class>/val/`` are
+    optional, but a split that some class has must be there for every class (:attr:`Layout.files`
+    holds the splits found). ``source="auto"`` picks ``"meshes"`` when the split folders hold
+    ``.off`` files and ``"points"`` when they hold point-cloud files; ``"synthetic"`` data are
+    meshes. Raises ``ValueError`` (with the expected tree) for a missing or empty root, unknown or
+    missing class folders, a missing ``train/`` folder, an optional split folder missing for some
+    classes only, an empty split folder, unsupported files, or files that do not fit ``source``.
     """
     root = Path(root)
     if source not in SOURCES:
@@ -92,12 +113,17 @@ def find_layout(root: str | Path, source: str = "auto") -> Layout:
     if missing:
         raise layout_error(data_dir, f"missing class folders: {', '.join(missing)}")
     files: dict[str, list[tuple[Path, int]]] = {}
-    for split in SPLITS:
+    for split in ALL_SPLITS:
+        missing = [name for name in CLASSES if not (data_dir / name / split).is_dir()]
+        if split != "train" and len(missing) == len(CLASSES):
+            continue  # an optional split this root does not have
+        if missing:
+            others = "" if split == "train" else f" (the other classes have one: a {split} split needs every class)"
+            folders = ", ".join(f"{name}/{split}/" for name in missing)
+            raise layout_error(data_dir, f"missing split folder {folders}{others}")
         files[split] = []
         for label, name in enumerate(CLASSES):
             folder = data_dir / name / split
-            if not folder.is_dir():
-                raise layout_error(data_dir, f"missing split folder {name}/{split}/")
             entries = _visible(folder)
             unexpected = [p for p in entries if p.is_dir() or p.suffix.lower() not in MESH_EXTENSIONS + POINT_EXTENSIONS]
             if unexpected:
@@ -105,8 +131,8 @@ def find_layout(root: str | Path, source: str = "auto") -> Layout:
             if not entries:
                 raise layout_error(data_dir, f"the class folder {name}/{split}/ is empty")
             files[split] += [(path, label) for path in entries]
-    meshes = [p for split in SPLITS for p, _ in files[split] if p.suffix.lower() in MESH_EXTENSIONS]
-    points = [p for split in SPLITS for p, _ in files[split] if p.suffix.lower() in POINT_EXTENSIONS]
+    meshes = [p for split in files for p, _ in files[split] if p.suffix.lower() in MESH_EXTENSIONS]
+    points = [p for split in files for p, _ in files[split] if p.suffix.lower() in POINT_EXTENSIONS]
     if source == "auto":
         source = "synthetic" if (root / SYNTHETIC_MARKER).is_file() else "meshes" if meshes else "points"
     wanted, other = (points, meshes) if source == "points" else (meshes, points)

@@ -67,6 +67,8 @@ class DiffGCNNet(nn.Module):
         graph (str): ``"static"``, one kNN graph per stage on the positions, shared by the stage's
             layers; or ``"dynamic"``, one per stage block on its input features (module
             docstring). (default: ``"static"``)
+        operator_scale (str): the diffGCN layers' gradient scale, ``"spacing"`` or ``"derivative"``
+            (:mod:`mgic_geo.nn.diffgcn`). (default: ``"spacing"``)
 
     Shapes:
         - **input:** positions :math:`(N, 3)`, batch :math:`(N,)` (sorted)
@@ -85,6 +87,7 @@ class DiffGCNNet(nn.Module):
         coarsest: int | None = None,
         num_points: int | None = None,
         graph: str = "static",
+        operator_scale: str = "spacing",
     ):
         super().__init__()
         check_network_args(num_classes=num_classes, k=k, num_points=num_points, group_size=group_size, coarsest=coarsest)
@@ -93,18 +96,19 @@ class DiffGCNNet(nn.Module):
         if graph not in GRAPHS:
             raise ValueError(f"`graph` must be one of {GRAPHS}, got {graph!r}")
         self.k, self.num_points, self.graph = k, num_points, graph
-        self.stem = DiffGCNNormAct(3, widths[0])
+        self.stem = DiffGCNNormAct(3, widths[0], operator_scale=operator_scale)
         self.widen, self.blocks = nn.ModuleList(), nn.ModuleList()
         in_channels = widths[0]
         for width in widths:
             check_int("widths", width)
             if group_size is None:
                 self.widen.append(pointwise(in_channels, width) if width != in_channels else nn.Identity())
-                self.blocks.append(DiffGCNNormAct(width, width))
+                self.blocks.append(DiffGCNNormAct(width, width, operator_scale=operator_scale))
             else:
                 groups = widening_groups(in_channels, width, group_size)
                 self.widen.append(pointwise(in_channels, width, groups=groups) if width != in_channels else nn.Identity())
-                self.blocks.append(MGICConv(width, conv="diffgcn", group_size=group_size, coarsest=coarsest))
+                self.blocks.append(MGICConv(width, conv="diffgcn", group_size=group_size, coarsest=coarsest,
+                                            operator_scale=operator_scale))
             in_channels = width
         self.head = classifier(2 * widths[-1], hidden, num_classes, dropout=dropout)
 
@@ -130,14 +134,16 @@ class DiffGCNNet(nn.Module):
 
 @register_model
 def diffgcn(*, num_classes: int = 10, k: int = 10, num_points: int | None = None, dropout: float = 0.5,
-            graph: str = "static") -> DiffGCNNet:
+            graph: str = "static", operator_scale: str = "spacing") -> DiffGCNNet:
     """diffGCN with dense stage blocks (Table 6 row 2; paper: 0.57 M params, 64 M FLOPs, 92.5 %)."""
-    return DiffGCNNet(num_classes=num_classes, k=k, num_points=num_points, dropout=dropout, graph=graph)
+    return DiffGCNNet(num_classes=num_classes, k=k, num_points=num_points, dropout=dropout, graph=graph,
+                      operator_scale=operator_scale)
 
 
 @register_model
 def mgic_diffgcn(*, num_classes: int = 10, k: int = 10, group_size: int = 8, coarsest: int = 16,
-                 num_points: int | None = None, dropout: float = 0.5, graph: str = "static") -> DiffGCNNet:
+                 num_points: int | None = None, dropout: float = 0.5, graph: str = "static",
+                 operator_scale: str = "spacing") -> DiffGCNNet:
     """diffGCN with MGIC stage blocks (Table 6 row 3; paper: 0.11 M params, 13.7 M FLOPs, 92.9 %)."""
     return DiffGCNNet(num_classes=num_classes, k=k, group_size=group_size, coarsest=coarsest, num_points=num_points,
-                      dropout=dropout, graph=graph)
+                      dropout=dropout, graph=graph, operator_scale=operator_scale)

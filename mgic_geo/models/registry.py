@@ -1,7 +1,8 @@
 """One registry for every network of the package: ``create_model(name, **kwargs)``, ``list_models()``.
 
 Builders are keyword-only functions registered with :func:`register_model` under their own name,
-as timm and torchvision do.
+as timm and torchvision do. ``create_model(name, weights=...)`` builds a network with released
+weights (:mod:`mgic_geo.models.weights`).
 """
 from __future__ import annotations
 
@@ -44,8 +45,15 @@ def model_task(name: str) -> str | None:
     return MODULE_TASKS.get(_BUILDERS[name].__module__)
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, *, weights=None, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with the builder's keyword arguments.
+
+    ``weights``: ``None`` (random initialisation), or released weights of ``name``
+    (:mod:`mgic_geo.models.weights`): a member of its enum (``MGICDiffGCN_Weights.MODELNET10_V1``),
+    the member's name (``"MODELNET10_V1"``, ``"DEFAULT"``, ``"MGICDiffGCN_Weights.DEFAULT"``), or a
+    :class:`~mgic_geo.models.weights.Weights`. With weights, ``num_classes`` and the architecture's
+    arguments come from the weights' metadata, and a conflicting value is refused. The file's sha256
+    and contents are checked before it is loaded.
 
     Example::
 
@@ -53,6 +61,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
         >>> model = create_model("mgic_diffgcn", num_classes=10)
         >>> type(model).__name__
         'DiffGCNNet'
+        >>> create_model("diffgcn", weights="DEFAULT")
+        Traceback (most recent call last):
+        ...
+        mgic_geo.models.weights.WeightsError: model 'diffgcn' has no released weights; models with weights: mgic_diffgcn
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
@@ -62,4 +74,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if unknown:
         raise ValueError(f"model {name!r} takes no argument(s) {', '.join(map(repr, unknown))}; "
                          f"it takes: {', '.join(accepted)}")
+    if weights is not None:
+        from mgic_geo.models.weights import build_with_weights
+
+        return build_with_weights(name, builder, weights, kwargs)
     return builder(**kwargs)

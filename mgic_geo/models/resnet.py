@@ -171,7 +171,8 @@ class ResNet(nn.Module):
             corrections start at zero. (default: ``False`` here; ``True`` in the ``mgic_resnet56`` /
             ``mgic_resnet50`` builders, where it is what makes them train: 6 epochs of Adam on
             generated 16x16 images reached 41 / 22 / 43 % test accuracy over seeds 0 / 1 / 2 with it,
-            18 / 9 / 18 % without; with ``zero_init_residual`` too, 85 % at seed 0)
+            18 / 9 / 18 % without; with ``zero_init_residual`` too, 85 % at seed 0; measured before
+            :func:`~mgic_geo.init_weights` gave the classifier its small init)
         zero_init_residual (bool): start the last norm of every residual block with a zero scale
             (torchvision's option). (default: ``False``)
         norm_layer (callable): ``norm_layer(channels)``. (default: :class:`torch.nn.BatchNorm2d`)

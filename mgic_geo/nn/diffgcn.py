@@ -14,7 +14,19 @@ input channel gets five features
 and one learned 1x1 map mixes them into the output channels. The gradient normalisation: for a
 linear field :math:`x = a \cdot p` the summand is :math:`(a \cdot \hat d)\,\hat d`, whose mean over
 directions spread evenly on the sphere is :math:`a / 3`; the factor 3 makes the estimate unbiased
-for such neighbourhoods, so the gradient is on the scale of the field's derivative. The
+for such neighbourhoods.
+
+Operator scale (``operator_scale``): with ``"spacing"`` (the default) the gradient is multiplied by
+the node's local spacing :math:`h_i`, the mean of :math:`\lVert d_{ij} \rVert` over its
+neighbours, so every feature has the units of :math:`x` itself (:math:`h_i \nabla x`, a difference
+across one neighbourhood), whatever the cloud's units and density; ``"derivative"`` leaves the
+gradient as the estimate of :math:`\nabla x` above. Why the default: a feature that varies from
+point to point (any feature after a learned map and a ReLU) has differences :math:`\delta_{ij}` as
+large as itself, so its derivative estimate is about :math:`1/h` times larger (about 20x on a
+1,024-point cloud in the unit sphere). Mixed with the mass term, that sampling noise swamps the
+features, and the pooled features of a freshly initialised network carry little of the shape, so
+diffGCN networks learned far more slowly than DGCNN on real ModelNet-10 clouds
+(``docs/results.md`` has the measurements and the commands). The
 differential operators act channel by channel; with ``groups > 1`` only the mixing is grouped:
 each group of ``in_channels / groups`` channels mixes its own ``[mass | grad_x | grad_y | grad_z |
 lap]`` features (the features are laid out channel by channel, so a group is a contiguous slice).
@@ -37,21 +49,47 @@ FEATURES_PER_CHANNEL = 5  # mass, three gradient components, Laplacian
 EPSILON = 1e-12
 
 
-def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | None = None) -> Tensor:
-    """``[N, C]`` features -> ``[N, 5 C]``: per channel ``[mass, grad_x, grad_y, grad_z, lap]``.
+OPERATOR_SCALES = ("spacing", "derivative")
+
+
+def check_operator_scale(operator_scale: str) -> str:
+    if operator_scale not in OPERATOR_SCALES:
+        raise ValueError(f"`operator_scale` must be one of {OPERATOR_SCALES}, got {operator_scale!r}")
+    return operator_scale
+
+
+def _direction(offsets: Tensor, operator_scale: str, neighbour_dim: int | None, target: Tensor | None = None,
+               inverse_degree: Tensor | None = None) -> Tensor:
+    """``d / |d|^2`` per edge, times the target's mean neighbour distance for ``"spacing"``."""
+    squared = offsets.square().sum(-1, keepdim=True)
+    direction = offsets / (squared + EPSILON)
+    if operator_scale == "derivative":
+        return direction
+    distance = squared.sqrt()
+    if neighbour_dim is not None:  # [N, k, 3]: a node's edges along neighbour_dim
+        return direction * distance.mean(neighbour_dim, keepdim=True)
+    spacing = torch.zeros_like(inverse_degree).index_add_(0, target, distance[:, 0]) * inverse_degree
+    return direction * spacing[target, None]
+
+
+def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | None = None, *,
+                          operator_scale: str = "spacing") -> Tensor:
+    """``[N, C]`` features -> ``[N, 5 C]``: per channel ``[mass, grad_x, grad_y, grad_z, lap]``,
+    the gradient scaled by ``operator_scale`` (module docstring).
 
     With ``k`` (the graph lists ``k`` edges per node, node by node: :func:`~mgic_geo.nn.knn.check_knn_layout`)
     the sums are one batched product over ``[N, k]`` neighbourhoods instead of scatters."""
+    check_operator_scale(operator_scale)
     if k is not None:
         check_knn_layout(edge_index, x.shape[0], k)
-        return _regular_features(x, pos, edge_index[0], k)
+        return _regular_features(x, pos, edge_index[0], k, operator_scale)
     source, target = edge_index[0], edge_index[1]
     offsets = pos[source] - pos[target]  # [E, 3]
-    direction = offsets / (offsets.square().sum(-1, keepdim=True) + EPSILON)
     degree = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add_(
         0, target, torch.ones_like(target, dtype=x.dtype)
     )
     inverse_degree = 1.0 / degree.clamp(min=1)
+    direction = _direction(offsets, operator_scale, None, target, inverse_degree.to(offsets.dtype))
     neighbours = x[source]  # [E, C]
     # Edge weights of the four operators: 3/deg * direction (gradient), 1/deg (Laplacian).
     weights = torch.cat([3.0 * direction, torch.ones_like(direction[:, :1])], dim=1) * inverse_degree[target, None]
@@ -66,10 +104,10 @@ def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | N
     return torch.stack(features, dim=-1).flatten(1)
 
 
-def _regular_features(x: Tensor, pos: Tensor, source: Tensor, k: int) -> Tensor:
+def _regular_features(x: Tensor, pos: Tensor, source: Tensor, k: int, operator_scale: str) -> Tensor:
     nodes, channels = x.shape
     offsets = pos[source].view(nodes, k, 3) - pos[:, None, :]
-    direction = offsets / (offsets.square().sum(-1, keepdim=True) + EPSILON)
+    direction = _direction(offsets, operator_scale, 1)
     weights = (torch.cat([3.0 * direction, torch.ones_like(direction[..., :1])], dim=-1) / k).to(x.dtype)  # [N, k, 4]
     neighbours = x.index_select(0, source).view(nodes, k, channels)
     weighted_sums = torch.bmm(neighbours.transpose(1, 2), weights)  # [N, C, 4]
@@ -88,6 +126,8 @@ class DiffGCNConv(nn.Module):
         out_channels (int): output channels :math:`C_{out}`.
         groups (int): groups of the 1x1 mixing; must divide both widths. (default: ``1``)
         bias (bool): learn an additive bias. (default: ``True``)
+        operator_scale (str): ``"spacing"`` (gradient times the local point spacing) or
+            ``"derivative"`` (module docstring). (default: ``"spacing"``)
 
     Shapes:
         - **input:** node features :math:`(N, C_{in})`, positions :math:`(N, 3)`,
@@ -100,10 +140,13 @@ class DiffGCNConv(nn.Module):
     (the layout is checked without a host synchronisation).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, bias: bool = True,
+                 operator_scale: str = "spacing"):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             check_int(name, value)
+        check_operator_scale(operator_scale)
+        self.operator_scale = operator_scale
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"`groups`={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -119,7 +162,8 @@ class DiffGCNConv(nn.Module):
             raise ValueError(f"expected positions [{x.shape[0]}, 3], got {tuple(pos.shape)}")
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"expected edge_index [2, E], got {tuple(edge_index.shape)}")
-        return self.mix(differential_features(x, pos, edge_index, k))
+        return self.mix(differential_features(x, pos, edge_index, k, operator_scale=self.operator_scale))
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, groups={self.groups})"
+        scale = "" if self.operator_scale == "spacing" else f", operator_scale={self.operator_scale!r}"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, groups={self.groups}{scale})"

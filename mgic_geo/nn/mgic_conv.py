@@ -15,10 +15,12 @@ the block's input features (``"edge"``, DGCNN's dynamic graph).
 """
 from __future__ import annotations
 
+from functools import partial
+
 from torch import Tensor, nn
 
 from mgic_geo.core.block import MGICBlock
-from mgic_geo.nn.diffgcn import DiffGCNConv
+from mgic_geo.nn.diffgcn import DiffGCNConv, check_operator_scale
 from mgic_geo.nn.edgeconv import EdgeConv
 from mgic_geo.nn.knn import knn_graph, regular_degree
 from mgic_geo.validation import check_int
@@ -33,16 +35,17 @@ class DiffGCNNormAct(nn.Module):
         in_channels (int): input channels.
         out_channels (int): output channels.
         groups (int): groups of the conv's 1x1 mixing. (default: ``1``)
+        operator_scale (str): :class:`~mgic_geo.nn.DiffGCNConv`'s. (default: ``"spacing"``)
 
     Shapes:
         - **input:** node features :math:`(N, C_{in})`, positions :math:`(N, 3)`, edge indices :math:`(2, E)`
         - **output:** node features :math:`(N, C_{out})`
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, operator_scale: str = "spacing"):
         super().__init__()
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.conv = DiffGCNConv(in_channels, out_channels, groups=groups, bias=False)
+        self.conv = DiffGCNConv(in_channels, out_channels, groups=groups, bias=False, operator_scale=operator_scale)
         self.norm = nn.BatchNorm1d(out_channels)
         self.act = nn.ReLU()
 
@@ -77,6 +80,8 @@ class MGICConv(nn.Module):
         coarsest (int): :math:`s_c`, the coarsest width. (default: ``16``)
         level_rule (str): ``"paper"`` or ``"official"`` (:mod:`mgic_geo.core.plan`).
         transfer_init (str): ``"average"`` or ``"kaiming"``.
+        operator_scale (str): the diffGCN levels' (:class:`~mgic_geo.nn.DiffGCNConv`); ignored by
+            ``conv="edge"``. (default: ``"spacing"``)
         zero_init_correction (bool): start the coarse-grid corrections ``N_j`` at zero scale.
             Measured with ``mgic_diffgcn`` on synthetic ModelNet-10 data (256 points, Adam 0.01,
             5 epochs): 20 % test accuracy with scale 1 (near chance: 10-20 % over 8 epochs), 46 % with 0.
@@ -112,12 +117,17 @@ class MGICConv(nn.Module):
         level_rule: str = "paper",
         transfer_init: str = "average",
         zero_init_correction: bool = True,
+        operator_scale: str = "spacing",
     ):
         super().__init__()
         _check_conv(conv)
+        check_operator_scale(operator_scale)
         self.in_channels = self.out_channels = channels
         self.conv, self.group_size, self.coarsest = conv, group_size, coarsest
-        level = DiffGCNNormAct if conv == "diffgcn" else EdgeConv
+        if conv == "diffgcn":
+            level = partial(DiffGCNNormAct, operator_scale=operator_scale)
+        else:
+            level = EdgeConv
         self.block = MGICBlock(
             channels,
             lambda width, groups: level(width, width, groups=groups),

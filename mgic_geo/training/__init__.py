@@ -16,6 +16,8 @@ in the shipped configs)::
     <root>/logs/version_<N>/              one per fit/validate/test run: metrics.csv (CSV logger),
                                           events.out.tfevents.* (TensorBoard), hparams.yaml, config.yaml
     <root>/logs/version_<N>/test_results.json   written by every `test` run
+    <root>/logs/version_<N>/learning_curves.png, .json, confusion_val.png   by every `fit`
+    <root>/logs/version_<N>/confusion_test.png   by every `test` (mgic_geo.training.plots.TrainingPlots)
 
 Results convention: the table readers (``mgic-geo table 6``, ``table 2`` ...) scan a results
 directory (``outputs/modelnet10`` for Table 6, ``outputs/cifar10``, ``outputs/imagenet`` and

@@ -3,7 +3,7 @@
     mgic-geo fit  --config experiments/modelnet10/mgic_diffgcn.yaml [--data.root DIR] [--trainer.max_epochs N]
     mgic-geo fit  --config experiments/cifar10/mgic_resnet56.yaml [--data.root DIR]
     mgic-geo fit  --config experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path last     # resume
-    mgic-geo test --config experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path last     # or a path
+    mgic-geo test --config experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path last     # or best, or a path
 
 The task and the data are LightningCLI subclasses: a config names them with ``class_path`` and gives
 their arguments under ``init_args``: ``mgic_geo.training.PointCloudClassifier`` with
@@ -26,6 +26,18 @@ What this adds to a plain ``LightningCLI`` (see ``mgic_geo.training`` for the ou
   ``epoch<NNN>.ckpt`` every ``checkpoint.every_n_epochs`` epochs, monitoring nothing (no checkpoint is
   chosen by its test accuracy); ``--ckpt_path last`` finds ``last.ckpt`` there, in fit (resume) and in
   test. Files of an earlier run in the same root are overwritten, not versioned;
+- when validation runs, ``<root>/checkpoints/best.ckpt`` beside it, the epoch with the highest
+  validation accuracy (``val/overall_acc`` for point clouds, ``val/top1_acc`` for images,
+  ``val/mean_iou`` for segmentation; :mod:`mgic_geo.training.checkpointing`); ``--ckpt_path best``
+  names it in any subcommand (the model is then built from the config, as with ``last``), and is an
+  error where no fit with validation wrote one. The validation split is the data module's (ModelNet-10:
+  a held-out part of the training files, never the test split; image roots with a test or ``val/``
+  split of their own validate on it by default, so there ``best.ckpt`` is chosen on the split ``test``
+  evaluates: test ``last.ckpt``, or set ``data.val_fraction``, for an unbiased number);
+- a :class:`~mgic_geo.training.plots.TrainingPlots` callback: ``learning_curves.png`` and
+  ``confusion_val.png`` from every fit, ``confusion_test.png`` from every test, in the run's log dir
+  (one in ``trainer.callbacks`` replaces it, e.g. ``class_path: mgic_geo.training.plots.TrainingPlots``
+  with ``init_args: {curves: false}``);
 - configuration errors (a missing config file or checkpoint, an unknown model or model argument, a
   bad data root, ...) end with ``mgic-geo: error: ...`` and exit status 2 instead of a traceback;
   a bad key or value on the command line is LightningCLI's own usage error (exit status 2).
@@ -173,6 +185,15 @@ def _make_cli_class():
                 config.trainer.precision = automatic_precision(config.trainer.accelerator)
             if config.checkpoint.dirpath is None:
                 config.checkpoint.dirpath = os.path.join(config.trainer.default_root_dir, "checkpoints")
+            if config.get("ckpt_path") == "best":  # Lightning knows "best" only within the process that fitted
+                from mgic_geo.training.base import ConfigurationError
+                from mgic_geo.training.checkpointing import BEST_NAME
+
+                best = os.path.join(config.checkpoint.dirpath, f"{BEST_NAME}.ckpt")
+                if not os.path.isfile(best):
+                    raise ConfigurationError(f"--ckpt_path best: no {best} (a fit writes it when it validates: the "
+                                             "data need a validation split, e.g. data.val_fraction > 0)")
+                config.ckpt_path = best
 
         def instantiate_classes(self) -> None:
             from mgic_geo.training.base import ConfigurationError
@@ -186,6 +207,7 @@ def _make_cli_class():
             from lightning.fabric.plugins import CheckpointIO
 
             from mgic_geo.training.fault import Preemption, RandomState, SafeCheckpointIO
+            from mgic_geo.training.plots import TrainingPlots
 
             trainer_config = self._get(self.config_init, "trainer", default={})
             plugins = trainer_config.get("plugins") or []
@@ -196,6 +218,8 @@ def _make_cli_class():
             callbacks = trainer_config.get("callbacks") or []
             callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
             kwargs["callbacks"] = callbacks + [RandomState(), Preemption()]
+            if not any(isinstance(callback, TrainingPlots) for callback in callbacks):  # one configured wins
+                kwargs["callbacks"].append(TrainingPlots())
             if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
                 root = trainer_config.get("default_root_dir") or os.getcwd()
                 csv = CSVLogger(root, name="logs")
@@ -205,7 +229,14 @@ def _make_cli_class():
                     csv,
                     TensorBoardLogger(root, name="logs", version=version, default_hp_metric=False),
                 ]
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
+            from mgic_geo.training.checkpointing import BestCheckpoint, best_metric
+
+            metric, checkpoint = best_metric(self.model), self._get(self.config_init, "checkpoint")
+            if metric is not None and isinstance(checkpoint, ModelCheckpoint):
+                # appended after `checkpoint.`, which stays trainer.checkpoint_callback (last.ckpt, pre-emption)
+                trainer.callbacks.append(BestCheckpoint(checkpoint.dirpath, metric))
+            return trainer
 
     return MGICLightningCLI
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import SumMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from mgic_geo.training.base import RegistryTask, check_recipe
 
@@ -76,6 +76,11 @@ class ImageClassifier(_ImageTask):
         nonfinite_loss: on a NaN or inf training loss, ``"stop"`` the run or ``"skip"`` the batch
             (:meth:`~mgic_geo.training.base.RegistryTask.checked_loss`).
 
+    After each validation epoch (not the sanity check) and each test run, ``last_confusion["val"]``
+    and ``last_confusion["test"]`` hold its confusion matrix: int64 ``[C, C]`` counts, rows the true
+    classes, columns the predictions, summed over DDP processes (torchmetrics'
+    ``MulticlassConfusionMatrix``); :class:`~mgic_geo.training.plots.TrainingPlots` draws them.
+
     Example::
 
         >>> from mgic_geo.training import ImageClassifier
@@ -120,6 +125,11 @@ class ImageClassifier(_ImageTask):
             self.val_top5 = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro")
             self.test_top5 = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro")
         self.test_count = SumMetric()
+        # confusion matrices (counts, [true, predicted]) of the latest validation epoch and test run, for
+        # mgic_geo.training.plots.TrainingPlots; their states are not saved in checkpoints
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.last_confusion: dict[str, Tensor] = {}
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(self._images(images))
@@ -142,16 +152,26 @@ class ImageClassifier(_ImageTask):
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, target, size = self._step(batch)
         self.val_top1(logits, target)
+        self.val_confusion.update(logits, target)
         self.log("val/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("val/top1_acc", self.val_top1, on_epoch=True, prog_bar=True, batch_size=size)
         if self.top_k:
             self.val_top5(logits, target)
             self.log("val/top5_acc", self.val_top5, on_epoch=True, batch_size=size)
 
+    def on_validation_epoch_end(self) -> None:
+        # compute() sums the counts over all DDP processes (every process must call it); the sanity
+        # check's batches are counted nowhere
+        matrix = self.val_confusion.compute().cpu()
+        self.val_confusion.reset()
+        if not self.trainer.sanity_checking:
+            self.last_confusion["val"] = matrix
+
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits, target, size = self._step(batch)
         self.test_top1.update(logits, target)
         self.test_per_class.update(logits, target)
+        self.test_confusion.update(logits, target)
         if self.top_k:
             self.test_top5.update(logits, target)
         self.test_count.update(torch.tensor(float(size), device=logits.device))
@@ -163,10 +183,12 @@ class ImageClassifier(_ImageTask):
         top5 = float(self.test_top5.compute()) if self.top_k else None
         per_class = [float(a) for a in self.test_per_class.compute().tolist()]
         samples = int(self.test_count.compute())
+        self.last_confusion["test"] = self.test_confusion.compute().cpu()
         self.log("test/top1_acc", top1, sync_dist=True)
         if top5 is not None:
             self.log("test/top5_acc", top5, sync_dist=True)
-        for metric in (self.test_top1, self.test_per_class, self.test_count) + ((self.test_top5,) if self.top_k else ()):
+        metrics = (self.test_top1, self.test_per_class, self.test_count, self.test_confusion)
+        for metric in metrics + ((self.test_top5,) if self.top_k else ()):
             metric.reset()
         self._write_results(metrics={"top1_accuracy": top1, "top5_accuracy": top5}, per_class=per_class,
                             num_test_samples=samples)

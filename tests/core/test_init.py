@@ -49,3 +49,18 @@ def test_zero_initialised_corrections_stay_zero():
     assert all(float(n.weight.abs().sum()) == 0 for n in block.norms)
     default = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)
     assert all(bool((n.weight == 1).all()) for n in default.norms)
+
+
+def test_linear_layers_start_small_so_classifiers_start_near_chance():
+    import math
+
+    from mgic_geo.models import create_model
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    for name in ("resnet56", "mgic_resnet56"):
+        model = create_model(name, num_classes=10).train()
+        assert float(model.fc.weight.std()) < 0.02
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        # fan-out Kaiming on the classifier gave 6.6 and 15.5 here
+        assert abs(float(loss) - math.log(10)) < 0.1, (name, float(loss))

@@ -1,6 +1,7 @@
 """Image classification data: the synthetic generator, CIFAR-10 from the archive / folders / synthetic
 images, ImageNet-style folders, and a clear error for every bad input; nothing on disk changes."""
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,8 +173,11 @@ def test_image_folder_datamodule(tmp_path):
     plain = ImageFolderDataModule(str(root), batch_size=3, image_size=16, augment=False)
     plain.setup("fit")
     assert torch.equal(plain.train_set[0][0], plain.train_set[0][0])
-    with pytest.raises(ValueError, match=r"no val/ folder\nexpected:\n.*\n +train/<class>/<image>"):
-        ImageFolderDataModule(str(write_folder(tmp_path / "cifar_style"))).setup("fit")
+    cifar_style = ImageFolderDataModule(str(write_folder(tmp_path / "cifar_style")), batch_size=3)
+    cifar_style.setup("fit")  # no val/ (its test/ is not ImageFolderDataModule's): one of two images per class held out
+    assert len(cifar_style.train_set) == len(cifar_style.val_set) == 3 and cifar_style.validation == "held_out"
+    with pytest.raises(ValueError, match=r"no val/ folder to test on: '.*cifar_style/val' does not exist"):
+        cifar_style.test_dataloader()
     with pytest.raises(ValueError, match="`resize_size` must be an integer >= 224"):
         ImageFolderDataModule(str(root), resize_size=200)
     assert snapshot(root) == before
@@ -212,10 +216,12 @@ def test_layout_errors_name_the_problem(tmp_path):
         CIFAR10DataModule(str(empty), source="folder").setup("fit")
     half = tmp_path / "half"
     (half / "train" / "ant").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"cannot tell the layout \(found train\).*\nexpected one of:\n.*cifar-10-batches-py"):
-        CIFAR10DataModule(str(half)).setup("fit")
-    with pytest.raises(ValueError, match=r"no test/ folder\nexpected:"):
-        CIFAR10DataModule(str(half), source="folder").setup("fit")
+    for source in ("auto", "folder"):  # train/ alone is a folder root (test/ is optional): its empty class is named
+        with pytest.raises(ValueError, match=r"class folder '.*half/train/ant' holds no images"):
+            CIFAR10DataModule(str(half), source=source).setup("fit")
+    (tmp_path / "other" / "pictures").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"cannot tell the layout \(found pictures\).*\nexpected one of:\n.*cifar-10-batches-py"):
+        CIFAR10DataModule(str(tmp_path / "other")).setup("fit")
     with pytest.raises(ValueError, match=r"no cifar-10-batches-py/ folder .*download=True"):
         CIFAR10DataModule(str(half), source="archive").setup("fit")
     with pytest.raises(ValueError, match=r"cannot tell the layout \(found nothing\).*source='synthetic'"):
@@ -302,3 +308,85 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
         CIFAR10DataModule(str(tmp_path / "c"), download=True).prepare_data()  # auto + empty root + download: the archive
     with pytest.raises(ValueError, match="no cifar-10-batches-py/ folder"):
         CIFAR10DataModule(str(write_folder(tmp_path / "f")), source="archive", download=True).prepare_data()  # not empty
+
+
+# --- validation splits -------------------------------------------------------------------------------------------
+
+def keys(dataset):
+    return [str(path) for path, _ in dataset.samples]
+
+
+def test_a_train_only_folder_validates_on_a_stratified_held_out_split(tmp_path):
+    root = write_folder(tmp_path / "f", splits=("train",), per_class=10)
+    before = snapshot(root)
+    dm = CIFAR10DataModule(str(root), batch_size=4)  # auto: train/ alone is a folder root
+    dm.setup("fit")
+    assert dm.resolved == "folder" and dm.validation == "held_out" and dm.class_names == ["ant", "bee", "cow"]
+    assert len(dm.train_set) == 27 and len(dm.val_set) == 3 and sorted(dm.val_set.targets) == [0, 1, 2]
+    assert not set(keys(dm.train_set)) & set(keys(dm.val_set))
+    assert dm.val_set.transform is dm.eval_transform and dm.train_set.transform is dm.train_transform
+    assert torch.equal(dm.val_set[0][0], dm.val_set[0][0])  # never augmented
+    assert sorted(torch.cat([y for _, y in dm.val_dataloader()]).tolist()) == [0, 1, 2]
+    again = CIFAR10DataModule(str(root), batch_size=4, seed=7)  # `seed` shuffles, it does not move the split
+    again.setup("validate")
+    assert keys(again.val_set) == keys(dm.val_set) and again.train_set is None
+    other = CIFAR10DataModule(str(root), batch_size=4, split_seed=1)
+    other.setup("fit")
+    assert keys(other.val_set) != keys(dm.val_set)
+    with pytest.raises(ValueError, match=r"no test split to test on: the folder '.*f/test' does not exist"):
+        dm.test_dataloader()
+    folders = ImageFolderDataModule(str(root), batch_size=4, image_size=16, val_fraction=0.2)
+    folders.setup("fit")
+    assert len(folders.val_set) == 6 and len(folders.train_set) == 24
+    with pytest.raises(ValueError, match=r"no val/ folder to test on: '.*f/val' does not exist"):
+        folders.test_dataloader()
+    plain = CIFAR10DataModule(str(root), batch_size=4, val_fraction=0)
+    plain.setup("fit")
+    assert plain.val_dataloader() == [] and plain.validation is None and len(plain.train_set) == 30
+    assert snapshot(root) == before
+
+
+def test_an_explicit_val_fraction_holds_out_training_images_beside_a_test_split(tmp_path):
+    root = write_folder(tmp_path / "f", per_class=10)
+    default = CIFAR10DataModule(str(root), batch_size=4)
+    default.setup("fit")
+    assert default.validation == "eval_split" and default.val_set is default.eval_set and len(default.train_set) == 30
+    held = CIFAR10DataModule(str(root), batch_size=4, val_fraction=0.2)
+    held.setup("fit")
+    assert held.validation == "held_out" and len(held.val_set) == 6 and len(held.train_set) == 24
+    assert all("/train/" in key for key in keys(held.val_set))
+    assert sorted(torch.cat([y for _, y in held.test_dataloader()]).tolist()) == [c for c in range(3) for _ in range(10)]
+    archive = write_archive(tmp_path / "a", per_train_batch=8)  # 40 training images, random labels
+    dm = CIFAR10DataModule(str(archive), batch_size=4, val_fraction=0.25)
+    dm.setup("fit")
+    raw, labels, _ = read_cifar10_archive(archive / "cifar-10-batches-py", train=True)
+    assert len(dm.train_set) + len(dm.val_set) == 40 and len(dm.eval_set) == 5
+    assert sum(any((image == row).all() for row in raw) for image in dm.val_set.images) == len(dm.val_set)
+    counts = np.bincount(labels, minlength=10)
+    held_out = np.bincount(dm.val_set.labels, minlength=10)
+    assert all(abs(held_out[c] - counts[c] / 4) < 1 or (counts[c] >= 2 and held_out[c] == 1) for c in range(10))
+    with pytest.raises(ValueError, match=r"`val_fraction` must be a number in \[0, 1\)"):
+        CIFAR10DataModule(str(archive), val_fraction=1)
+    with pytest.raises(ValueError, match="`split_seed` must be a non-negative integer"):
+        ImageFolderDataModule(str(root), split_seed=-1)
+
+
+CIFAR10_TRAIN = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10-train.tar.gz"
+
+
+def test_the_real_cifar10_train_folder_holds_out_5000_images_and_cannot_be_tested(tmp_path):
+    import tarfile
+
+    if not CIFAR10_TRAIN.is_file():
+        pytest.skip(f"the shared CIFAR-10 train split is not there ({CIFAR10_TRAIN.resolve()})")
+    with tarfile.open(CIFAR10_TRAIN) as archive:
+        archive.extractall(tmp_path, filter="data")  # under tmp_path, never beside the shared archive
+    dm = CIFAR10DataModule(str(tmp_path), batch_size=100)
+    dm.setup("fit")
+    assert dm.resolved == "folder" and len(dm.class_names) == 10
+    assert len(dm.train_set) == 45_000 and len(dm.val_set) == 5_000
+    assert np.bincount(dm.val_set.targets).tolist() == [500] * 10
+    images, labels = next(iter(dm.val_dataloader()))
+    assert images.shape == (100, 3, 32, 32) and labels.dtype == torch.int64
+    with pytest.raises(ValueError, match=r"no test split to test on: the folder '.*/test' does not exist"):
+        dm.test_dataloader()

@@ -113,7 +113,7 @@ def test_download_extracts_the_archive_into_an_empty_root(synthetic, tmp_path, m
     assert calls == ["http://3dvision.princeton.edu/projects/2014/3DShapeNets/ModelNet10.zip"]
     assert sorted(p.name for p in (tmp_path / "modelnet").iterdir()) == [".ModelNet10.zip.sha256", "ModelNet10",
                                                                           "processed_mgic"]
-    assert dm.layout.source == "meshes" and len(dm.train_set) == 20
+    assert dm.layout.source == "meshes" and len(dm.train_set) + len(dm.val_set) == 20  # val_fraction=0.1 by default
     with pytest.raises(ValueError, match="is not empty; downloads go only into an empty root"):
         download_modelnet10(tmp_path / "modelnet")
 
@@ -126,3 +126,23 @@ def test_offline_download_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"could not download ModelNet-10 from http://.*ModelNet10.zip .*name resolution.*by hand"):
         dm.prepare_data()
     assert list((tmp_path / "modelnet").iterdir()) == []  # the scratch folder is gone
+
+
+def test_test_and_val_splits_are_optional_but_all_or_nothing(synthetic, tmp_path):
+    root = meshes(synthetic, tmp_path)
+    for name in CLASSES:
+        shutil.rmtree(root / name / "test")
+    layout = find_layout(root)
+    assert sorted(layout.files) == ["train"] and len(layout.require("train")) == 20
+    with pytest.raises(ValueError, match=rf"no test split: missing the folders {root / 'bathtub' / 'test'}, "
+                                         rf"{root / 'bed' / 'test'}, .* \(10 in all\); the class folders hold only train/"
+                                         + TREE):
+        layout.require("test")
+    for name in CLASSES:
+        shutil.copytree(root / name / "train", root / name / "val")
+    layout = find_layout(root)
+    assert sorted(layout.files) == ["train", "val"] and len(layout.files["val"]) == 20
+    shutil.rmtree(root / "sofa" / "val")
+    with pytest.raises(ValueError, match=r"missing split folder sofa/val/ \(the other classes have one: a val split "
+                                         r"needs every class\)" + TREE):
+        find_layout(root)

@@ -1,7 +1,10 @@
 """ModelNet10DataModule end to end on small roots in tmp_path: batches, seeding, augmentation, the
-parsed-shape cache, point-cloud roots, bad files and bad arguments. Raw files are never changed."""
+train/val/test splits, the parsed-shape cache and where it goes, point-cloud roots, the real shared
+training split (read only, cached under tmp_path), bad files and bad arguments. Raw files are never changed."""
+import hashlib
 import shutil
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +13,14 @@ import torch
 
 import mgic_geo.data.modelnet as modelnet
 from mgic_geo.data import CLASSES, ModelNet10DataModule, write_synthetic_modelnet
-from mgic_geo.data.modelnet import sample_cloud
+from mgic_geo.data.modelnet import ModelNetShapes, default_cache_dir, sample_cloud, writable_by_mode
+from mgic_geo.data.readers import read_shape
+from mgic_geo.data.split import validation_counts
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "modelnet10-real-sample" / "bathtub" / "train"
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+REAL = SHARED / "modelnet10-real-sample" / "bathtub" / "train"
+REAL_TRAIN = SHARED / "modelnet10-train"  # the official train split as 1,024-point PCD files, no test/ folders
+REAL_TRAIN_SIZES = [106, 515, 889, 200, 200, 465, 200, 680, 392, 344]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +39,8 @@ def raw(root):
 
 
 def module(root, **kwargs) -> ModelNet10DataModule:
-    options = {"num_points": 64, "batch_size": 4, **kwargs}
+    """A set-up datamodule; no validation split unless ``val_fraction`` is given."""
+    options = {"num_points": 64, "batch_size": 4, "val_fraction": 0.0, **kwargs}
     dm = ModelNet10DataModule(root=str(root), **options)
     dm.prepare_data()
     dm.setup("fit")
@@ -41,11 +50,12 @@ def module(root, **kwargs) -> ModelNet10DataModule:
 def test_batches_have_the_promised_shapes_and_types(synthetic, tmp_path):
     root = copy(synthetic, tmp_path)
     before = raw(root)
-    dm = module(root, augment=False)
+    dm = module(root, augment=False, val_fraction=0.1)
     assert dm.num_classes == 10 and dm.class_names == list(CLASSES) and dm.layout.source == "meshes"
-    train = list(dm.train_dataloader())
-    assert len(train) == 30 // 4  # drop_last
-    for batch in train + list(dm.val_dataloader()):
+    train, val = list(dm.train_dataloader()), list(dm.val_dataloader())
+    assert len(train) == 20 // 4  # drop_last; one of the three training shapes per class is held out
+    assert sorted(torch.cat([b.y for b in val]).tolist()) == list(range(10))
+    for batch in train + val:
         size = batch.num_graphs
         assert batch.pos.dtype == torch.float32 and batch.pos.shape == (size * 64, 3)
         assert batch.batch.shape == (size * 64,) and torch.equal(batch.batch, torch.arange(size).repeat_interleave(64))
@@ -59,10 +69,12 @@ def test_batches_have_the_promised_shapes_and_types(synthetic, tmp_path):
 
 def test_test_sampling_is_seeded_across_datamodules_and_epochs(synthetic, tmp_path):
     root = copy(synthetic, tmp_path)
-    first, second = module(root), module(root)
+    first, second = module(root, val_fraction=0.1), module(root, val_fraction=0.1)
     epochs = [torch.cat([b.pos for b in dm.test_dataloader()]) for dm in (first, first, second)]
     assert torch.equal(epochs[0], epochs[1]) and torch.equal(epochs[0], epochs[2])
-    assert torch.equal(torch.cat([b.pos for b in first.val_dataloader()]), epochs[0])  # validation = test split
+    validation = [torch.cat([b.pos for b in dm.val_dataloader()]) for dm in (first, first, second)]
+    assert validation[0].shape == (10 * 64, 3)
+    assert torch.equal(validation[0], validation[1]) and torch.equal(validation[0], validation[2])
     other_seed = module(root, seed=1)
     assert not torch.equal(torch.cat([b.pos for b in other_seed.test_dataloader()]), epochs[0])
 
@@ -246,6 +258,10 @@ def test_skip_bad_drops_them_with_one_warning(synthetic, tmp_path):
     ({"synthetic_shapes": (4,)}, r"`synthetic_shapes` must be a \(train, test\) pair"),
     ({"synthetic_shapes": (4, 0)}, r"`synthetic_shapes\[1\]` must be a positive integer"),
     ({"augment": "yes"}, "`augment` must be True or False, got 'yes'"),
+    ({"val_fraction": 1.0}, r"`val_fraction` must be a number in \[0, 1\) \(the share of each class's training files"),
+    ({"val_fraction": -0.1}, r"`val_fraction` must be a number in \[0, 1\)"),
+    ({"split_seed": -1}, "`split_seed` must be a non-negative integer"),
+    ({"cache_dir": ""}, "`cache_dir` must be a folder path or None, got ''"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -314,4 +330,148 @@ def test_lightning_trainer_runs_an_epoch(tmp_path):
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", default_root_dir=str(tmp_path))
     trainer.fit(Tiny(), datamodule=dm)
-    assert trainer.global_step == 20 // 4
+    assert trainer.global_step == 10 // 4  # val_fraction=0.1 holds out one of the two training shapes per class
+    assert trainer.num_val_batches == [3]  # the 10 held-out shapes
+
+
+
+# --- splits ------------------------------------------------------------------------------------------------------
+
+def paths(pairs):
+    return [path for path, _ in pairs]
+
+
+def test_validation_is_a_seeded_stratified_part_of_the_training_files(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    dm = ModelNet10DataModule(root=str(root), num_points=64, batch_size=4)  # val_fraction=0.1 by default
+    train, val, test = (dm.split_files(split) for split in ("train", "val", "test"))
+    assert dm.validation == "held_out" and len(train) == 20 and len(val) == 10 and len(test) == 20
+    assert not set(paths(train)) & set(paths(val)) and not (set(paths(train)) | set(paths(val))) & set(paths(test))
+    assert sorted(train + val) == sorted(dm.layout.files["train"])
+    assert all(path.parent.name == "train" for path in paths(val))
+    assert sorted(label for _, label in val) == list(range(10))  # 3 files a class: at least one held out each
+    assert val == ModelNet10DataModule(root=str(root), seed=5).split_files("val")  # `seed` does not move it
+    assert val != ModelNet10DataModule(root=str(root), split_seed=1).split_files("val")
+    half = ModelNet10DataModule(root=str(root), val_fraction=0.5).split_files("val")
+    assert sorted(Counter(label for _, label in half).values()) == [1] * 5 + [2] * 5  # 1.5 a class, 15 in all
+
+    dm = module(root, val_fraction=0.1)  # augment=True: the validation clouds are still plain and seeded
+    assert paths(dm.val_set.files) == paths(val) and paths(dm.train_set.files) == paths(train)
+    clouds = [torch.cat([b.pos for b in dm.val_dataloader()]) for _ in range(2)]
+    assert torch.equal(clouds[0], clouds[1])
+    radius = torch.stack([dm.val_set[i].pos.norm(dim=1).max() for i in range(10)])
+    assert torch.allclose(radius, torch.ones(10), atol=1e-5)
+
+
+def test_val_fraction_zero_means_no_validation(synthetic, tmp_path):
+    dm = module(copy(synthetic, tmp_path), val_fraction=0.0)
+    assert dm.val_dataloader() == [] and dm.validation is None and dm.split_files("val") == []
+    assert len(dm.train_set) == 30
+
+
+def test_a_val_folder_is_the_validation_split_and_val_fraction_is_ignored(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    for name in CLASSES:
+        (root / name / "val").mkdir()
+        shutil.move(root / name / "train" / f"{name}_0001.off", root / name / "val" / f"{name}_0001.off")
+    dm = module(root, val_fraction=0.5)
+    assert dm.validation == "folder" and len(dm.train_set) == 20 and len(dm.val_set) == 10
+    assert all(path.parent.name == "val" for path in paths(dm.split_files("val")))
+    assert all(path.parent.name == "train" for path in paths(dm.split_files("train")))
+    assert len(torch.cat([b.y for b in dm.val_dataloader()])) == 10 and len(dm.test_set) == 20
+
+
+def test_a_root_without_a_test_split_trains_and_validates_but_cannot_test(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    for name in CLASSES:
+        shutil.rmtree(root / name / "test")
+    dm = module(root, val_fraction=0.1)
+    assert len(dm.train_set) == 20 and len(dm.val_set) == 10 and dm.test_set is None and dm.split_files("test") == []
+    assert len(list(dm.val_dataloader())) == 3
+    message = rf"ModelNet-10 data root '{root}': no test split: missing the folders {root / 'bathtub' / 'test'}, "
+    with pytest.raises(ValueError, match=message):
+        dm.test_dataloader()
+    with pytest.raises(ValueError, match=message):
+        ModelNet10DataModule(root=str(root)).setup("test")
+    dm = ModelNet10DataModule(root=str(root), num_points=64, batch_size=4)
+    dm.setup()  # every split the root has
+    assert dm.test_set is None and len(dm.train_set) + len(dm.val_set) == 30
+
+
+# --- where the cache goes ----------------------------------------------------------------------------------------
+
+def test_the_cache_leaves_a_read_only_root_alone_even_as_root(synthetic, tmp_path, monkeypatch):
+    root = copy(synthetic, tmp_path)
+    assert writable_by_mode(root) and default_cache_dir(root) == root / "processed_mgic"
+    monkeypatch.setenv("MGIC_CACHE_DIR", str(tmp_path / "cache"))
+    root.chmod(0o555)
+    try:
+        assert not writable_by_mode(root)  # whoever runs this: os.access would say True for root
+        digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+        assert default_cache_dir(root) == tmp_path / "cache" / "shapes" / digest
+        dm = module(root)
+        assert dm.cache.dir == tmp_path / "cache" / "shapes" / digest / "v1"
+        assert len(list(dm.cache.dir.rglob("*.pt"))) == 50 and not (root / "processed_mgic").exists()
+        monkeypatch.delenv("MGIC_CACHE_DIR")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert default_cache_dir(root) == tmp_path / "xdg" / "mgic_geo" / "shapes" / digest
+    finally:
+        root.chmod(0o755)
+    other = copy(synthetic, tmp_path / "other")
+    dm = module(other, cache_dir=str(tmp_path / "mine"))
+    assert dm.cache.dir == tmp_path / "mine" / "v1" and len(list((tmp_path / "mine").rglob("*.pt"))) == 50
+    assert not (other / "processed_mgic").exists()
+
+
+# --- the real training split in ../shared/data (read only) --------------------------------------------------------
+
+def real_train_root() -> Path:
+    if not (REAL_TRAIN / "bathtub" / "train").is_dir():
+        pytest.skip(f"the shared ModelNet-10 train split is not there ({REAL_TRAIN.resolve()})")
+    return REAL_TRAIN
+
+
+def test_the_real_train_split_is_split_stratified_and_has_no_test_split(tmp_path):
+    root = real_train_root()
+    before = sorted(p.name for p in root.iterdir())
+    dm = ModelNet10DataModule(root=str(root), batch_size=8, cache_dir=str(tmp_path / "cache"))
+    train, val = dm.split_files("train"), dm.split_files("val")
+    assert dm.layout.source == "points" and dm.split_files("test") == []
+    assert len(train) + len(val) == 3991 and len(val) == 399
+    sizes = Counter(label for _, label in train + val)
+    assert [sizes[c] for c in range(10)] == REAL_TRAIN_SIZES
+    held_out = Counter(label for _, label in val)
+    assert [held_out[c] for c in range(10)] == validation_counts(REAL_TRAIN_SIZES, 0.1) == [11, 52, 89, 20, 20, 46, 20,
+                                                                                             68, 39, 34]
+    assert all(abs(held_out[c] - REAL_TRAIN_SIZES[c] / 10) < 1 for c in range(10))
+    assert not set(paths(train)) & set(paths(val)) and len(set(paths(train + val))) == 3991
+    again = ModelNet10DataModule(root=str(root), cache_dir=str(tmp_path / "cache"))
+    assert again.split_files("val") == val
+    assert ModelNet10DataModule(root=str(root), split_seed=1, cache_dir=str(tmp_path / "cache")).split_files("val") != val
+    with pytest.raises(ValueError, match=rf"no test split: missing the folders {root / 'bathtub' / 'test'}"):
+        dm.test_dataloader()
+    assert sorted(p.name for p in root.iterdir()) == before and not (root / "processed_mgic").exists()
+
+
+def test_real_point_clouds_are_read_and_cached_outside_the_shared_data(tmp_path, monkeypatch):
+    root = real_train_root()
+    dm = ModelNet10DataModule(root=str(root), cache_dir=str(tmp_path / "cache"))
+    val = dm.split_files("val")
+    files = [next(pair for pair in val if pair[1] == label) for label in (0, 2, 9)]  # bathtub, chair, toilet
+    for path, _ in files:
+        raw_points = read_shape(path)["pos"]
+        assert raw_points.shape == (1024, 3) and torch.isfinite(raw_points).all()
+    shapes = ModelNetShapes(files, dm.cache, 1024, seed=0)
+    for index, (_, label) in enumerate(files):
+        cloud = shapes[index]
+        assert cloud.pos.shape == (1024, 3) and cloud.pos.dtype == torch.float32 and cloud.y.item() == label
+        assert cloud.pos.norm(dim=1).max() == pytest.approx(1.0, abs=1e-5)
+        assert cloud.pos.mean(dim=0).abs().max() < 1e-4  # centred on the centroid
+        assert torch.equal(shapes[index].pos, cloud.pos)  # seeded: the same points every time
+    assert len(list((tmp_path / "cache" / "v1").rglob("*.pt"))) == 3
+    # without cache_dir the read-only root sends the cache to the per-user folder, here under tmp_path
+    monkeypatch.setenv("MGIC_CACHE_DIR", str(tmp_path / "user"))
+    default = ModelNet10DataModule(root=str(root))
+    default.split_files("train")
+    assert default.cache.dir.is_relative_to(tmp_path / "user")
+    assert not (root / "processed_mgic").exists()

@@ -8,27 +8,53 @@ from mgic_geo.nn import DiffGCNConv, knn_graph
 from mgic_geo.nn.diffgcn import differential_features
 
 
-def reference_features(x, pos, edge_index):
+def reference_features(x, pos, edge_index, operator_scale="spacing"):
     """Edge by edge, straight from the formulas in the module docstring."""
     n, c = x.shape
     out = torch.zeros(n, c, 5, dtype=x.dtype)
     out[:, :, 0] = x
     for i in range(n):
         sources = edge_index[0][edge_index[1] == i]
+        spacing = torch.stack([(pos[j] - pos[i]).norm() for j in sources.tolist()]).mean() if len(sources) else 0
+        scale = spacing if operator_scale == "spacing" else 1.0
         for j in sources.tolist():
             d = pos[j] - pos[i]
             delta = x[j] - x[i]
-            out[i, :, 1:4] += 3 * delta[:, None] * (d / (d.square().sum() + 1e-12))[None, :] / len(sources)
+            out[i, :, 1:4] += 3 * scale * delta[:, None] * (d / (d.square().sum() + 1e-12))[None, :] / len(sources)
             out[i, :, 4] += delta / len(sources)
     return out.flatten(1)
 
 
-def test_features_equal_the_edge_by_edge_formulas():
+@pytest.mark.parametrize("operator_scale", ["spacing", "derivative"])
+def test_features_equal_the_edge_by_edge_formulas(operator_scale):
     pos = torch.randn(40, 3, dtype=torch.float64)
     x = torch.randn(40, 6, dtype=torch.float64)
     edge_index = knn_graph(pos, 5)
-    edge_index = edge_index[:, edge_index[1] != 7]  # an isolated node too
-    torch.testing.assert_close(differential_features(x, pos, edge_index), reference_features(x, pos, edge_index))
+    expected = reference_features(x, pos, edge_index, operator_scale)
+    # the [N, k] path
+    torch.testing.assert_close(differential_features(x, pos, edge_index, 5, operator_scale=operator_scale), expected)
+    edge_index = edge_index[:, edge_index[1] != 7]  # an isolated node too: the scatter path
+    torch.testing.assert_close(differential_features(x, pos, edge_index, operator_scale=operator_scale),
+                               reference_features(x, pos, edge_index, operator_scale))
+
+
+def test_spacing_scale_makes_the_features_independent_of_the_units():
+    pos = torch.randn(50, 3, dtype=torch.float64)
+    x = torch.randn(50, 4, dtype=torch.float64)
+    edge_index = knn_graph(pos, 6)
+    metres = differential_features(x, pos, edge_index, 6)
+    millimetres = differential_features(x, pos * 1000, edge_index, 6)
+    torch.testing.assert_close(millimetres, metres)
+    derivative = differential_features(x, pos * 1000, edge_index, 6, operator_scale="derivative").view(50, 4, 5)
+    torch.testing.assert_close(derivative[..., 1:4] * 1000,
+                               differential_features(x, pos, edge_index, 6, operator_scale="derivative").view(50, 4, 5)[..., 1:4])
+
+
+def test_unknown_operator_scale_is_refused():
+    with pytest.raises(ValueError, match="`operator_scale` must be one of"):
+        DiffGCNConv(4, 4, operator_scale="metres")
+    assert repr(DiffGCNConv(4, 8, operator_scale="derivative")) == "DiffGCNConv(4, 8, groups=1, operator_scale='derivative')"
+    assert repr(DiffGCNConv(4, 8)) == "DiffGCNConv(4, 8, groups=1)"
 
 
 def lattice_with_six_neighbours():
@@ -43,8 +69,11 @@ def test_gradient_of_a_linear_field_is_exact_on_a_symmetric_neighbourhood():
     points, centre, edge_index = lattice_with_six_neighbours()
     slope = torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
     x = (points @ slope)[:, None] + 4.0
-    features = differential_features(x, points, edge_index)[centre]
+    features = differential_features(x, points, edge_index, operator_scale="derivative")[centre]
     torch.testing.assert_close(features[1:4], slope)
+    spacing = 0.5  # every neighbour of the centre is 0.5 away
+    scaled = differential_features(x, points, edge_index)[centre]
+    torch.testing.assert_close(scaled[1:4], spacing * slope)
     torch.testing.assert_close(features[4], torch.tensor(0.0, dtype=torch.float64))  # no curvature
     torch.testing.assert_close(features[0], x[centre, 0])
 

@@ -21,6 +21,7 @@ import yaml
 from mgic_geo.cli import main
 
 STEPS_PER_EPOCH = 6  # 60 training clouds (6 per class), batches of 10
+TRAIN_SHAPES = STEPS_PER_EPOCH + 1  # per class in train/: the data module holds one of each class out for validation
 PROBE = '''
 import os
 from lightning.pytorch.callbacks import Callback
@@ -54,7 +55,7 @@ def shapes(tmp_path_factory) -> Path:
     from mgic_geo.data import write_synthetic_modelnet
 
     root = tmp_path_factory.mktemp("shapes")
-    write_synthetic_modelnet(root, shapes_per_class=(STEPS_PER_EPOCH, 1), seed=0)
+    write_synthetic_modelnet(root, shapes_per_class=(TRAIN_SHAPES, 1), seed=0)
     return root
 
 
@@ -71,7 +72,7 @@ def write_config(path: Path, run: Path, data_root: Path, *, epochs: int = 4, pro
             "model": "mgic_diffgcn", "model_kwargs": {"k": 8, "dropout": 0.5}, "optimizer": "adam", "lr": 0.003,
             "min_lr": 0.0003, "weight_decay": 0.0, **model}},
         "data": {"class_path": "mgic_geo.data.ModelNet10DataModule", "init_args": {
-            "root": str(data_root), "source": "synthetic", "synthetic_shapes": [STEPS_PER_EPOCH, 1], "num_points": 64,
+            "root": str(data_root), "source": "synthetic", "synthetic_shapes": [TRAIN_SHAPES, 1], "num_points": 64,
             "batch_size": 10, "augment": True}},
     }
     if probe is not None:

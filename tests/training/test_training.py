@@ -79,15 +79,19 @@ def test_fit_test_validate_and_resume(tmp_path, restore_env, capsys):
     assert main(["fit", "--config", str(config)]) == 0
 
     checkpoints = run / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch002.ckpt", "epoch005.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "epoch002.ckpt", "epoch005.ckpt", "last.ckpt"]
     assert finished_epochs(checkpoints / "last.ckpt") == 6
     fit_logs = run / "logs" / "version_0"
     assert (fit_logs / "config.yaml").is_file() and (fit_logs / "hparams.yaml").is_file()
     assert list(fit_logs.glob("events.out.tfevents.*")), "no TensorBoard event file"
     rows = read_metrics(fit_logs / "metrics.csv")
     val_epochs = [int(r["epoch"]) for r in rows if r.get("val/overall_acc")]
-    assert val_epochs == [0, 1, 2, 3, 4, 5]  # the test split is monitored every epoch
+    assert val_epochs == [0, 1, 2, 3, 4, 5]  # the held-out validation split (20 shapes) every epoch
     assert all(r.get("val/mean_class_acc") for r in rows if r.get("val/overall_acc"))
+    # best.ckpt: the first epoch with the highest validation accuracy
+    accuracy = [float(r["val/overall_acc"]) for r in rows if r.get("val/overall_acc")]
+    best_epoch = accuracy.index(max(accuracy))
+    assert finished_epochs(checkpoints / "best.ckpt") == best_epoch + 1
 
     # test the last checkpoint: test_results.json in the test run's log dir
     assert main(["test", "--config", str(config), "--ckpt_path", "last"]) == 0
@@ -102,6 +106,12 @@ def test_fit_test_validate_and_resume(tmp_path, restore_env, capsys):
     assert results["params"] == PointCloudClassifier.load_from_checkpoint(checkpoints / "last.ckpt").num_parameters
     assert [r["path"] for r in collect_test_results(tmp_path)] == [str(results_path)]
 
+    # test the best checkpoint: `--ckpt_path best` names best.ckpt in a new process
+    assert main(["test", "--config", str(config), "--ckpt_path", "best"]) == 0
+    best = json.loads((run / "logs" / "version_2" / "test_results.json").read_text())
+    assert best["checkpoint"] == str((checkpoints / "best.ckpt").resolve()) and best["epochs"] == best_epoch + 1
+    assert best["num_test_samples"] == 50
+
     # validate in bf16 autocast on the CPU
     assert main(["validate", "--config", str(config), "--ckpt_path", str(checkpoints / "epoch002.ckpt"),
                  "--trainer.precision", "bf16-mixed"]) == 0
@@ -109,16 +119,56 @@ def test_fit_test_validate_and_resume(tmp_path, restore_env, capsys):
     # resume: the epoch count and the cosine schedule go on from the checkpoint
     assert main(["fit", "--config", str(config), "--ckpt_path", "last", "--trainer.max_epochs", "7"]) == 0
     assert finished_epochs(checkpoints / "last.ckpt") == 7
-    rows = read_metrics(run / "logs" / "version_3" / "metrics.csv")
+    assert (checkpoints / "best.ckpt").is_file()  # kept (or improved) by a resumed fit
+    rows = read_metrics(run / "logs" / "version_4" / "metrics.csv")
     assert sorted({int(r["epoch"]) for r in rows}) == [6]
     lr = [float(r["lr"]) for r in rows if r.get("lr")]
     assert lr == pytest.approx([0.003 * cosine_factor(6, 7, 0.003, 0.0003)], rel=1e-5)
     capsys.readouterr()
 
 
+def test_a_train_only_root_validates_on_held_out_shapes_and_cannot_be_tested(tmp_path, restore_env, capsys):
+    """The layout of the shared ModelNet-10 training split: no test/ folders. Fit validates on the held-out
+    shapes and keeps best.ckpt; test fails naming the missing folders; without validation no best.ckpt."""
+    import shutil
+    import warnings
+
+    from mgic_geo.data import CLASSES, write_synthetic_modelnet
+
+    root = write_synthetic_modelnet(tmp_path / "train_only", shapes_per_class=(6, 1))
+    (root / "synthetic_modelnet.json").unlink()
+    for name in CLASSES:
+        shutil.rmtree(root / name / "test")
+    config = write_config(tmp_path / "tiny.yaml", tmp_path, **{
+        "data.root": str(root), "data.source": "auto", "data.num_points": 64, "trainer.max_epochs": 2})
+    assert main(["fit", "--config", str(config)]) == 0
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    rows = read_metrics(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows if r.get("val/overall_acc")] == [0, 1]
+    assert main(["validate", "--config", str(config), "--ckpt_path", "best"]) == 0
+    capsys.readouterr()
+    assert main(["test", "--config", str(config), "--ckpt_path", "best"]) == 2
+    err = error_line(capsys.readouterr().err)
+    assert err.startswith(f"mgic-geo: error: ModelNet-10 data root {str(root)!r}: no test split: missing the folders "
+                          f"{root / 'bathtub' / 'test'}, {root / 'bed' / 'test'}"), err
+
+    # no validation split: nothing to choose by, so no best.ckpt (a fresh fit drops the earlier run's), no
+    # warning about the metric, and `best` is an error
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["fit", "--config", str(config), "--data.val_fraction", "0", "--trainer.max_epochs", "1"]) == 0
+    assert not [w for w in caught if "monitor" in str(w.message)], [str(w.message) for w in caught]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
+    capsys.readouterr()
+    assert main(["test", "--config", str(config), "--ckpt_path", "best"]) == 2
+    assert error_line(capsys.readouterr().err).startswith(
+        f"mgic-geo: error: --ckpt_path best: no {checkpoints / 'best.ckpt'} (a fit writes it")
+
+
 def test_ddp_on_two_cpu_processes_torchrun_fit_and_lightning_launched_test(tmp_path):
     config = write_config(tmp_path / "ddp.yaml", tmp_path, **{
-        "data.synthetic_shapes": [4, 1], "data.num_points": 64, "data.batch_size": 8,
+        "data.synthetic_shapes": [5, 1], "data.num_points": 64, "data.batch_size": 8,
         "trainer.max_epochs": 1, "trainer.log_every_n_steps": 1})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "RANK", "LOCAL_RANK", "WORLD_SIZE"))}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
@@ -132,7 +182,7 @@ def test_ddp_on_two_cpu_processes_torchrun_fit_and_lightning_launched_test(tmp_p
     assert "GLOBAL_RANK: 0" in output and "GLOBAL_RANK: 1" in output, output[-4000:]
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert finished_epochs(checkpoint) == 1
-    # 40 training shapes, 20 per process, 2 steps of 8 per process
+    # 50 shapes in train/, 10 held out for validation: 40 training shapes, 20 per process, 2 steps of 8 per process
     assert torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"] == 2
 
     # test on two processes started by Lightning itself (no torchrun): rank 0 writes the results

@@ -1,0 +1,304 @@
+"""Real-data results at equal wall-clock budgets: ``mgic-geo experiment results``.
+
+Runs ``mgic-geo fit`` for every network of a plan on the same data, each for the same wall-clock
+budget (``--trainer.max_time``) with the same number of CPU threads, and writes the results up as
+``docs/results.md``: parameters, MACs, epochs done, wall time, device, and the validation overall
+and mean-class accuracy (the validation split is the data module's held-out share of the training
+files; no test split is used for anything here)::
+
+    mgic-geo experiment results --plan modelnet10 --data-root ../shared/data/modelnet10-train --run all
+    mgic-geo experiment results --plan cifar10 --data-root datasets/cifar10-train --run all
+    mgic-geo experiment results --report --out docs          # docs/results.md from every finished run
+
+A plan is data (:data:`PLANS`): a run names its config, the overrides that make the recipe, the
+epochs the cosine schedule is planned over, and the budget. Each run writes ``run_info.json``
+(command, budget, wall seconds, threads, device, exit status) beside its ``logs/`` and
+``checkpoints/`` under ``--runs/<plan>/<name>``; the report reads those, the per-epoch metrics of
+the run's ``logs/version_N/metrics.csv`` and its pictures (learning curves, validation confusion
+matrix), so it can be regenerated at any time without training again.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mgic_geo.experiments.report import markdown_table, prepare_output_dir
+from mgic_geo.validation import check_int
+
+ADAM = ("--model.init_args.optimizer", "adam", "--model.init_args.weight_decay", "0",
+        "--model.init_args.min_lr", "1e-5")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``mgic-geo fit`` of a plan: ``name`` (its folder), the registry ``model``, the ``config``
+    and the command-line ``overrides`` that make its recipe, the ``epochs`` the schedule is planned
+    over, the wall-clock ``budget_minutes``, and a ``recipe`` line for the report."""
+
+    name: str
+    model: str
+    config: str
+    recipe: str
+    epochs: int
+    budget_minutes: float
+    overrides: tuple[str, ...] = field(default=())
+    note: str = ""
+
+
+MODELNET_BUDGET = 15.0
+# Epochs planned per model so the cosine schedule can finish inside the budget on one CPU thread
+# (from each model's epoch time on the 2-core machine); a run cut by the budget says so.
+PLANS: dict[str, tuple[Run, ...]] = {
+    "modelnet10": (
+        Run("mgic_diffgcn_cpu30", "mgic_diffgcn", "experiments/modelnet10/mgic_diffgcn_cpu.yaml",
+            "the CPU recipe (mgic_diffgcn_cpu.yaml): Adam 3e-3, cosine, label smoothing 0.2, augmentation",
+            epochs=7, budget_minutes=30.0, note="the 30-minute CPU recipe"),
+        Run("mgic_diffgcn", "mgic_diffgcn", "experiments/modelnet10/mgic_diffgcn_cpu.yaml",
+            "Adam 3e-3, cosine", epochs=3, budget_minutes=MODELNET_BUDGET),
+        Run("mgic_diffgcn_derivative", "mgic_diffgcn", "experiments/modelnet10/mgic_diffgcn_cpu.yaml",
+            "Adam 3e-3, cosine; operator_scale=derivative (the operator before the fix)", epochs=3,
+            budget_minutes=MODELNET_BUDGET,
+            overrides=("--model.init_args.model_kwargs",
+                       "{k: 10, group_size: 8, coarsest: 16, dropout: 0.5, operator_scale: derivative}"),
+            note="the diffGCN operator as it was"),
+        Run("mgic_diffgcn_paper_sgd", "mgic_diffgcn", "experiments/modelnet10/mgic_diffgcn.yaml",
+            "the paper's (DGCNN's) recipe: SGD 0.1, momentum 0.9, wd 1e-4, cosine", epochs=3,
+            budget_minutes=MODELNET_BUDGET),
+        Run("diffgcn", "diffgcn", "experiments/modelnet10/diffgcn.yaml", "Adam 3e-3, cosine", epochs=3,
+            budget_minutes=MODELNET_BUDGET, overrides=ADAM + ("--model.init_args.lr", "0.003")),
+        Run("dgcnn", "dgcnn", "experiments/modelnet10/dgcnn.yaml", "Adam 3e-3, cosine", epochs=2,
+            budget_minutes=MODELNET_BUDGET, overrides=ADAM + ("--model.init_args.lr", "0.003")),
+        Run("mgic_dgcnn", "mgic_dgcnn", "experiments/modelnet10/mgic_dgcnn.yaml", "Adam 3e-3, cosine", epochs=2,
+            budget_minutes=MODELNET_BUDGET, overrides=ADAM + ("--model.init_args.lr", "0.003")),
+        Run("dgcnn_pyg_example", "dgcnn_pyg_example", "experiments/modelnet10/dgcnn_pyg_example.yaml",
+            "Adam 1e-3, cosine (PyG's example uses Adam 1e-3)", epochs=1, budget_minutes=MODELNET_BUDGET,
+            overrides=ADAM + ("--model.init_args.lr", "0.001")),
+    ),
+    "cifar10": (
+        Run("resnet56", "resnet56", "experiments/cifar10/resnet56.yaml", "Adam 1e-3, cosine", epochs=1,
+            budget_minutes=10.0, overrides=ADAM + ("--model.init_args.lr", "0.001")),
+        Run("mgic_resnet56", "mgic_resnet56", "experiments/cifar10/mgic_resnet56.yaml", "Adam 1e-3, cosine",
+            epochs=1, budget_minutes=10.0, overrides=ADAM + ("--model.init_args.lr", "0.001")),
+    ),
+}
+ACCURACY = {"modelnet10": ("val/overall_acc", "val/mean_class_acc"), "cifar10": ("val/top1_acc", "val/top5_acc")}
+
+
+def _max_time(minutes: float) -> str:
+    seconds = int(round(minutes * 60))
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def fit_command(run: Run, *, root: Path, data_root: str, cache_dir: str | None) -> list[str]:
+    command = [sys.executable, "-m", "mgic_geo.cli", "fit", "--config", run.config, *run.overrides,
+               "--trainer.default_root_dir", str(root), "--trainer.max_epochs", str(run.epochs),
+               "--trainer.max_time", _max_time(run.budget_minutes), "--trainer.accelerator", "cpu",
+               "--data.init_args.root", data_root, "--data.init_args.num_workers", "0"]
+    if cache_dir:
+        command += ["--data.init_args.cache_dir", cache_dir]
+    return command
+
+
+def run_plan(plan: str, names: list[str], *, runs: Path, data_root: str, threads: int, cache_dir: str | None) -> int:
+    known = {run.name: run for run in PLANS[plan]}
+    chosen = list(known) if names == ["all"] else names
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ValueError(f"--run: unknown run(s) {', '.join(unknown)} of plan {plan!r}; known: {', '.join(known)}")
+    status = 0
+    for name in chosen:
+        run = known[name]
+        root = runs / plan / name
+        if root.exists():
+            shutil.rmtree(root)  # a run is redone whole, never mixed with an earlier one's logs
+        root.mkdir(parents=True)
+        command = fit_command(run, root=root, data_root=data_root, cache_dir=cache_dir)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        print(f"mgic-geo results: {plan}/{name}: {' '.join(command[1:])}", flush=True)
+        start = time.perf_counter()
+        with (root / "fit.log").open("w") as log:
+            code = subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wall = time.perf_counter() - start
+        info = {"name": name, "model": run.model, "config": run.config, "recipe": run.recipe, "note": run.note,
+                "command": command[1:], "epochs_planned": run.epochs, "budget_minutes": run.budget_minutes,
+                "wall_seconds": round(wall, 1), "threads": threads, "exit_status": code, "device": _device(),
+                "data_root": data_root, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        (root / "run_info.json").write_text(json.dumps(info, indent=2))
+        print(f"mgic-geo results: {plan}/{name}: exit {code} after {wall / 60:.1f} min", flush=True)
+        status = status or code
+    return status
+
+
+def _device() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU ({cpu}, {os.cpu_count()} cores), torch {torch.__version__}"
+
+
+def read_epochs(root: Path) -> list[dict[str, float]]:
+    """Per-epoch metrics of a run (its newest ``logs/version_N/metrics.csv``), one dict per epoch."""
+    versions = sorted((root / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not versions:
+        return []
+    epochs: dict[int, dict[str, float]] = {}
+    with versions[-1].open() as handle:
+        for row in csv.DictReader(handle):
+            if not row.get("epoch"):
+                continue
+            record = epochs.setdefault(int(float(row["epoch"])), {})
+            for key, value in row.items():
+                if value not in ("", None) and key not in ("epoch", "step"):
+                    record[key] = float(value)
+    return [epochs[e] | {"epoch": e} for e in sorted(epochs)]
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def result_row(plan: str, root: Path) -> dict | None:
+    info_path = root / "run_info.json"
+    if not info_path.is_file():
+        return None
+    info = json.loads(info_path.read_text())
+    first, second = ACCURACY[plan]
+    validated = [e for e in read_epochs(root) if first in e]
+    last = validated[-1] if validated else {}
+    best = max(validated, key=lambda e: e[first]) if validated else {}
+    trained = [e for e in read_epochs(root) if "train/loss_epoch" in e]
+    params, macs = _complexity(plan, info["model"])
+    return {
+        "run": info["name"], "network": info["model"], "params [M]": params, "MACs [M]": macs,
+        "recipe": info["recipe"], "epochs done / planned": f"{len(trained)} / {info['epochs_planned']}",
+        "budget [min]": info["budget_minutes"], "wall [min]": f"{info['wall_seconds'] / 60:.1f}",
+        "threads": info["threads"],
+        f"val {first.split('/')[1]} [%] (last epoch)": _percent(last.get(first)),
+        f"val {second.split('/')[1]} [%] (last epoch)": _percent(last.get(second)),
+        f"best val {first.split('/')[1]} [%] (epoch)": (f"{_percent(best.get(first))} ({best['epoch'] + 1})"
+                                                         if best else "-"),
+        "exit": info["exit_status"], "_info": info, "_root": root,
+    }
+
+
+def _complexity(plan: str, model: str) -> tuple[float, float]:
+    import torch
+
+    from mgic_geo.complexity import profile
+    from mgic_geo.models import create_model
+
+    if plan == "modelnet10":
+        measured = profile(create_model(model, k=10), torch.randn(1024, 3, generator=torch.Generator().manual_seed(0)))
+    else:
+        measured = profile(create_model(model, num_classes=10), torch.randn(1, 3, 32, 32))
+    return round(measured.params / 1e6, 3), round(measured.macs / 1e6, 2)
+
+
+def _pictures(row: dict, images: Path, plan: str) -> list[str]:
+    lines = []
+    logs = sorted((row["_root"] / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    for picture in ("learning_curves.png", "confusion_val.png"):
+        source = logs[-1] / picture if logs else None
+        if source is not None and source.is_file():
+            target = images / f"{plan}_{row['run']}_{picture}"
+            shutil.copyfile(source, target)
+            lines.append(f"![{row['run']} {picture[:-4].replace('_', ' ')}](images/results/{target.name})")
+    return lines
+
+
+TABLE_COLUMNS = {
+    "modelnet10": ["run", "network", "params [M]", "MACs [M]", "recipe", "epochs done / planned", "budget [min]",
+                   "wall [min]", "threads", "val overall_acc [%] (last epoch)", "val mean_class_acc [%] (last epoch)",
+                   "best val overall_acc [%] (epoch)"],
+    "cifar10": ["run", "network", "params [M]", "MACs [M]", "recipe", "epochs done / planned", "budget [min]",
+                "wall [min]", "threads", "val top1_acc [%] (last epoch)", "val top5_acc [%] (last epoch)",
+                "best val top1_acc [%] (epoch)"],
+}
+PICTURED = {"modelnet10": ("mgic_diffgcn_cpu30",), "cifar10": ("mgic_resnet56",)}
+
+
+def write_report(runs: Path, out: Path) -> Path:
+    out = prepare_output_dir(out)
+    images = out / "images" / "results"
+    images.mkdir(parents=True, exist_ok=True)
+    sections = ["# Results on real data\n",
+                "Generated by `mgic-geo experiment results --report --out docs` from the runs under "
+                f"`{runs}` (each made by `mgic-geo experiment results --plan <plan> --run <name>`). Every "
+                "accuracy here is measured on a **validation split** held out from the official *train* "
+                "split (the data module's seeded, stratified `val_fraction`); the official test splits were "
+                "not available and were not used for any choice.\n"]
+    for plan in PLANS:
+        rows = [row for run in PLANS[plan] if (row := result_row(plan, runs / plan / run.name)) is not None]
+        if not rows:
+            continue
+        info = rows[0]["_info"]
+        sections.append(f"## {plan}\n")
+        sections.append(f"Data root `{info['data_root']}`; device: {info['device']}; each run had the number of "
+                        "CPU threads in its row (`OMP_NUM_THREADS`), data loading in the main process.\n")
+        sections.append(markdown_table(rows, TABLE_COLUMNS[plan]) + "\n")
+        cut = [row["run"] for row in rows if row["epochs done / planned"].split(" / ")[0]
+               != row["epochs done / planned"].split(" / ")[1]]
+        if cut:
+            sections.append(f"- Stopped by the wall-clock budget before the planned epochs (the cosine schedule "
+                            f"did not finish): {', '.join(cut)}.\n")
+        failed = [row["run"] for row in rows if row["exit"] != 0]
+        if failed:
+            sections.append(f"- Ended with a non-zero exit status (see its fit.log): {', '.join(failed)}.\n")
+        for row in rows:
+            if row["run"] in PICTURED[plan]:
+                pictures = _pictures(row, images, plan)
+                if pictures:
+                    sections.append(f"Learning curves and validation confusion matrix of `{row['run']}`:\n")
+                    sections.append("\n".join(pictures) + "\n")
+        sections.append("Commands:\n\n```bash\n" + "\n".join(
+            f"OMP_NUM_THREADS={row['threads']} mgic-geo {' '.join(row['_info']['command'][2:])}" for row in rows)
+            + "\n```\n")
+    path = out / "results.md"
+    path.write_text("\n".join(sections))
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", choices=sorted(PLANS), help="which plan's runs to train (with --run)")
+    parser.add_argument("--run", nargs="+", default=[], metavar="NAME",
+                        help="runs of the plan to train, or 'all' (each is redone from scratch)")
+    parser.add_argument("--data-root", help="the data root every run of the plan trains on")
+    parser.add_argument("--cache-dir", help="parsed-shape cache folder (ModelNet-10), outside read-only roots")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default: %(default)s)")
+    parser.add_argument("--runs", default="outputs/results", help="where runs are kept (default: %(default)s)")
+    parser.add_argument("--report", action="store_true", help="write <out>/results.md from the finished runs")
+    parser.add_argument("--out", default="docs", help="folder of results.md (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_int("--threads", args.threads)
+    runs = Path(args.runs)
+    if not args.run and not args.report:
+        raise ValueError("nothing to do: give --plan P --run NAME... (train) and/or --report (write results.md)")
+    status = 0
+    if args.run:
+        if not args.plan or not args.data_root:
+            raise ValueError("--run needs --plan and --data-root")
+        if not Path(args.data_root).is_dir():
+            raise ValueError(f"--data-root {args.data_root!r} is not a folder")
+        status = run_plan(args.plan, args.run, runs=runs, data_root=args.data_root, threads=args.threads,
+                          cache_dir=args.cache_dir)
+    if args.report:
+        print(f"mgic-geo results: wrote {write_report(runs, Path(args.out))}")
+    return status

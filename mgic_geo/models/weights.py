@@ -1,0 +1,477 @@
+"""Released weights, named the way torchvision names them.
+
+A network with released weights has an enum of them: :class:`MGICDiffGCN_Weights` for
+``mgic_diffgcn``. Each member's value is a :class:`Weights`, which points to a file shipped inside the
+package (``mgic_geo/models/released/<name>.pt``) and to its metadata in a JSON file of the same name
+beside it (``<name>.json``). ``DEFAULT`` is another name for the recommended member::
+
+    from mgic_geo.models import MGICDiffGCN_Weights, create_model
+
+    model = create_model("mgic_diffgcn", weights="DEFAULT").eval()   # or "MODELNET10_V1", or the member
+    MGICDiffGCN_Weights.DEFAULT.meta["metrics"]                       # the accuracy and the split it was measured on
+    MGICDiffGCN_Weights.DEFAULT.path                                  # the file: also a `mgic-geo test --ckpt_path`
+
+The file is a stripped Lightning checkpoint written by ``mgic-geo release-weights``
+(:mod:`mgic_geo.models.release`). It holds the task's ``state_dict`` (the network under ``net.``),
+``hyper_parameters``, ``pytorch-lightning_version``, ``epoch``, ``global_step``, and the metadata
+under ``"mgic_geo_weights"``, all without the sha256, which cannot be inside the file it hashes. It
+holds no optimiser, loop, callback or random-generator state. So ``mgic-geo test --config
+experiments/modelnet10/mgic_diffgcn.yaml --ckpt_path <file>`` tests it as it would test a training
+checkpoint, with the network rebuilt from the file's hyperparameters. A fit cannot resume from it,
+because the optimiser state is gone.
+
+Loading (:meth:`Weights.get_state_dict`, ``create_model(..., weights=...)``) checks, in order:
+
+1. the sha256 of the file's bytes against the ``sha256`` in the metadata, before anything is
+   unpickled. On a mismatch the error names the file and both hashes;
+2. ``torch.load(weights_only=True)`` of those same bytes. A file that pickles any other Python object
+   (which unpickling would call) is refused;
+3. that every floating-point tensor is finite. The tensors holding NaN or inf are named;
+4. that the metadata stored in the file agree with the JSON (model, model_kwargs, num_classes,
+   categories);
+5. the state dict's keys and shapes against the network that was built. Missing, unexpected and
+   mis-shaped keys are listed before any weight is copied.
+
+Building with weights (:func:`build_with_weights`): ``num_classes`` comes from the metadata, and a
+different ``num_classes`` is refused. The builder arguments recorded in ``meta["model_kwargs"]``
+are used. A different value for any of them is refused, except for ``num_points`` and ``dropout``
+(see :data:`FREE_KWARGS`): neither changes the weights or the eval-mode outputs on clouds of that
+size. The model comes back in training mode, as torchvision's do: call ``.eval()`` for inference.
+
+Metadata keys (``Weights.meta``; :func:`check_meta` validates them):
+
+- ``model``: the registry name. ``model_kwargs``: every argument of its builder except
+  ``num_classes``, as the network was built. ``num_classes`` and ``categories``: the class names,
+  in label order;
+- ``num_params``: the network's trainable parameters. ``num_points``: points per cloud of the
+  training data (``model_kwargs["num_points"]`` is the builder's argument: ``None``, any size);
+- ``epochs`` and ``global_step``: the training the weights had;
+- ``metrics``: ``overall_accuracy`` and ``mean_class_accuracy`` (fractions), the ``split`` they were
+  measured on (``"test"`` for the figures of ``mgic-geo test``) and ``num_samples``;
+- ``recipe``: the ``config`` file, the optimiser settings, ``batch_size``, ``augment``, the
+  validation hold-out ``val_fraction`` and ``seed``. ``training_data``: a description of the data;
+- ``sha256``, ``file`` and ``size``: the file's. Also ``schema``, ``task``, ``versions``, ``date``
+  and ``source_checkpoint``.
+
+Example (runs without the shipped file, which is added when a release run is done)::
+
+    >>> from mgic_geo.models import MGICDiffGCN_Weights, get_weight, list_weights
+    >>> list_weights("mgic_diffgcn")
+    ['MGICDiffGCN_Weights.MODELNET10_V1']
+    >>> MGICDiffGCN_Weights.DEFAULT is get_weight("MGICDiffGCN_Weights.MODELNET10_V1")
+    True
+    >>> MGICDiffGCN_Weights.verify("DEFAULT"), MGICDiffGCN_Weights.DEFAULT.path.name
+    (MGICDiffGCN_Weights.MODELNET10_V1, 'mgic_diffgcn_modelnet10.pt')
+
+With the shipped file::
+
+    >>> model = create_model("mgic_diffgcn", weights="DEFAULT").eval()  # doctest: +SKIP
+    >>> MGICDiffGCN_Weights.DEFAULT.meta["metrics"]["split"]  # doctest: +SKIP
+    'test'
+
+:func:`mgic_geo.models.release.release_weights` has an example that runs end to end: it releases
+an untrained network and loads it back with ``create_model(..., weights=Weights.from_file(path))``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import inspect
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+RELEASE_DIR = Path(__file__).resolve().parent / "released"  # shipped as package data (pyproject.toml)
+META_KEY = "mgic_geo_weights"  # the metadata inside the release file (everything but sha256, file, size)
+NET_PREFIX = "net."  # the task module's attribute holding the network (mgic_geo.training.RegistryTask.net)
+SCHEMA = 1
+# builder arguments that may differ from the recorded ones: they change neither the weights nor, in eval
+# mode on clouds of that size, the outputs (num_points: a fixed cloud size, for a forward with no host sync)
+FREE_KWARGS = ("num_points", "dropout")
+# metadata that must be the same in the file and in its JSON
+EMBEDDED_KEYS = ("model", "model_kwargs", "num_classes", "categories")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class WeightsError(ValueError):
+    """Released weights that cannot be used: missing, changed since release, not plain data, non-finite,
+    inconsistent metadata, or weights for another model."""
+
+
+# -- metadata -----------------------------------------------------------------------------------
+def check_meta(meta: Any, where: str, *, released: bool = True) -> dict[str, Any]:
+    """``meta`` if it has every key of the module docstring with a usable value; else
+    :class:`WeightsError` naming ``where`` and every problem. ``released=False`` leaves out the keys
+    known only once the file is written (``sha256``, ``file``, ``size``)."""
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{where}: the metadata must be a JSON object, got {type(meta).__name__}")
+    problems = []
+
+    def need(key: str, ok: Callable[[Any], bool], what: str, inside: Mapping[str, Any] = meta,
+             prefix: str = "") -> None:
+        if key not in inside:
+            problems.append(f"{prefix}{key} is missing ({what})")
+        elif not ok(inside[key]):
+            problems.append(f"{prefix}{key} must be {what}, got {inside[key]!r}")
+
+    def is_int(value: Any, minimum: int = 0) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+    def fraction(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+    need("model", lambda v: isinstance(v, str) and bool(v), "a registry model name")
+    need("model_kwargs", lambda v: isinstance(v, dict), "an object of builder arguments")
+    need("num_classes", lambda v: is_int(v, 2), "an integer >= 2")
+    need("categories", lambda v: isinstance(v, list) and all(isinstance(c, str) and c for c in v),
+         "a list of class names")
+    if is_int(meta.get("num_classes"), 2) and isinstance(meta.get("categories"), list) \
+            and len(meta["categories"]) != meta["num_classes"]:
+        problems.append(f"categories has {len(meta['categories'])} names for num_classes={meta['num_classes']}")
+    need("num_params", lambda v: is_int(v, 1), "a positive integer")
+    need("num_points", lambda v: v is None or is_int(v, 1), "the points per training cloud (an integer, or null)")
+    need("epochs", is_int, "the training epochs finished (an integer)")
+    need("training_data", lambda v: isinstance(v, str) and bool(v.strip()), "a description of the training data")
+    need("metrics", lambda v: isinstance(v, dict), "an object with overall_accuracy and split")
+    if isinstance(meta.get("metrics"), dict):
+        need("overall_accuracy", fraction, "a fraction in [0, 1]", meta["metrics"], "metrics.")
+        need("split", lambda v: isinstance(v, str) and bool(v), "the split the accuracy was measured on",
+             meta["metrics"], "metrics.")
+        if meta["metrics"].get("mean_class_accuracy") is not None:
+            need("mean_class_accuracy", fraction, "a fraction in [0, 1]", meta["metrics"], "metrics.")
+    need("recipe", lambda v: isinstance(v, dict), "an object with at least the config file")
+    if isinstance(meta.get("recipe"), dict):
+        need("config", lambda v: isinstance(v, str) and bool(v), "the training config file", meta["recipe"], "recipe.")
+    if released:
+        need("sha256", lambda v: isinstance(v, str) and bool(_SHA256.fullmatch(v)), "64 lower-case hex digits")
+        need("file", lambda v: isinstance(v, str) and bool(v), "the weights file's name")
+        need("size", is_int, "the file's size in bytes")
+    if problems:
+        raise WeightsError(f"{where}: incomplete metadata: {'; '.join(problems)}")
+    return meta
+
+
+_META_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The checked metadata JSON at ``path`` (cached while the file is unchanged)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read the weights' metadata ({error.strerror or error})") from None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _META_CACHE:
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise WeightsError(f"{path}: not readable JSON metadata ({error})") from None
+        _META_CACHE[key] = check_meta(meta, str(path))
+    return json.loads(json.dumps(_META_CACHE[key]))  # a copy: callers may change theirs
+
+
+# -- reading a release file ----------------------------------------------------------------------
+def sha256_of(path: str | Path) -> str:
+    """Hex sha256 of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def nonfinite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or inf."""
+    return [name for name, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def state_dict_mismatch(expected: Mapping[str, Any], given: Mapping[str, Any], shown: int = 3) -> str | None:
+    """Missing keys, unexpected keys and shape mismatches of ``given`` against ``expected`` (the
+    first ``shown`` of each named), or ``None`` when it fits."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    shapes = [f"{key} {list(given[key].shape)} in the file vs {list(expected[key].shape)} in the model"
+              for key in expected if key in given and tuple(given[key].shape) != tuple(expected[key].shape)]
+    parts = []
+    for items, what in ((missing, "missing keys"), (unexpected, "unexpected keys"), (shapes, "shape mismatches")):
+        if items:
+            more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
+            parts.append(f"{len(items)} {what} ({', '.join(items[:shown])}{more})")
+    return "; ".join(parts) or None
+
+
+def load_release_bytes(data: bytes, path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a release file's ``data``, checked to hold a ``state_dict``
+    of finite tensors; :class:`WeightsError` naming ``path`` otherwise."""
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001  anything torch.load raises is about the file
+        text = str(error)
+        refused = re.search(r"GLOBAL ([\w.]+)", text)
+        if refused:
+            raise WeightsError(
+                f"{path}: refused to load: the file holds a pickled reference to {refused.group(1)}, which is neither "
+                "weights nor plain data, and unpickling it could run code (weights are read with "
+                "torch.load(weights_only=True))") from None
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        raise WeightsError(f"{path}: not a readable weights file ({type(error).__name__}: {first})") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise WeightsError(f"{path}: not a release file (expected a dict whose 'state_dict' maps names to tensors)")
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise WeightsError(f"{path}: refused: {len(bad)} tensor(s) hold NaN or inf: "
+                           f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}")
+    return checkpoint
+
+
+# -- the weights --------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """One released set of weights: the registry ``model`` it is for and its ``file``.
+
+    ``file`` is a file name under :data:`RELEASE_DIR` (the package's ``released/`` folder) or a path
+    to a release file elsewhere (:meth:`from_file`). The metadata is the JSON file of the same name
+    with a ``.json`` suffix. It is read when first needed, so an enum member exists before its file
+    is shipped (see :attr:`available`).
+    """
+
+    model: str
+    file: str
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Weights":
+        """The release file at ``path`` (e.g. one ``mgic-geo release-weights`` just wrote), with its
+        model read from the metadata beside it."""
+        path = Path(path).resolve()
+        return cls(model=read_meta(path.with_suffix(".json"))["model"], file=str(path))
+
+    @property
+    def path(self) -> Path:
+        """The release file."""
+        file = Path(self.file)
+        return file if len(file.parts) > 1 else RELEASE_DIR / file
+
+    @property
+    def meta_path(self) -> Path:
+        """The metadata JSON beside the file."""
+        return self.path.with_suffix(".json")
+
+    @property
+    def available(self) -> bool:
+        """Whether the file and its metadata are there (a member may be registered before its release)."""
+        return self.path.is_file() and self.meta_path.is_file()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The metadata (see the module docstring), a fresh copy each time."""
+        if not self.meta_path.is_file():
+            shipped = "" if len(Path(self.file).parts) > 1 else (
+                " (these weights are not shipped with this installation of mgic_geo yet: see the README's "
+                "'Released weights')")
+            raise WeightsError(f"{self.meta_path}: no such metadata file{shipped}")
+        return read_meta(self.meta_path)
+
+    def verify(self) -> str:
+        """Check the file (steps 1 to 4 of the module docstring) and return its sha256;
+        :class:`WeightsError` on any problem, naming the file (and both hashes on a sha256 mismatch)."""
+        self.load_checkpoint()
+        return self.meta["sha256"]
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The whole release file, verified (steps 1 to 4 of the module docstring)."""
+        meta, path = self.meta, self.path
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise WeightsError(f"{path}: cannot read the weights file ({error.strerror or error})") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != meta["sha256"]:
+            raise WeightsError(
+                f"{path}: sha256 mismatch: the file hashes to {actual}, but its metadata ({self.meta_path.name}) "
+                f"records {meta['sha256']}; the file is damaged or was changed after release, so it was not loaded")
+        checkpoint = load_release_bytes(data, path)
+        embedded = checkpoint.get(META_KEY)
+        if not isinstance(embedded, dict):
+            raise WeightsError(f"{path}: no {META_KEY!r} metadata inside the file (not written by "
+                               "mgic-geo release-weights)")
+        differ = [key for key in EMBEDDED_KEYS if embedded.get(key) != meta.get(key)]
+        if differ:
+            raise WeightsError(f"{path}: the metadata inside the file and {self.meta_path.name} disagree on "
+                               + ", ".join(f"{key} ({embedded.get(key)!r} vs {meta.get(key)!r})" for key in differ))
+        return checkpoint
+
+    def get_state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's state dict, without the task's ``net.`` prefix: what
+        ``create_model(meta["model"], num_classes=..., **meta["model_kwargs"]).load_state_dict`` takes."""
+        state = self.load_checkpoint()["state_dict"]
+        return {key[len(NET_PREFIX):]: value for key, value in state.items() if key.startswith(NET_PREFIX)}
+
+
+class WeightsEnum(enum.Enum):
+    """Base class of the per-model enums, like torchvision's ``WeightsEnum``. The members are
+    :class:`Weights`, and ``DEFAULT`` names the recommended one."""
+
+    @classmethod
+    def verify(cls, obj: Any) -> "WeightsEnum | None":
+        """``obj`` as a member of this enum. ``obj`` may be ``None``, a member, a member's name
+        (``"MODELNET10_V1"``, ``"DEFAULT"``) or a qualified name (``"MGICDiffGCN_Weights.DEFAULT"``)."""
+        if obj is None or isinstance(obj, cls):
+            return obj
+        if isinstance(obj, str):
+            name = obj[len(cls.__name__) + 1:] if obj.startswith(cls.__name__ + ".") else obj
+            if name in cls.__members__:
+                return cls[name]
+            raise WeightsError(f"unknown weights {obj!r} for {cls.__name__}; available: "
+                               f"{', '.join(cls.__members__)}")
+        raise WeightsError(f"expected a {cls.__name__} member or its name, got {obj!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+    @property
+    def model(self) -> str:
+        return self.value.model
+
+    @property
+    def path(self) -> Path:
+        return self.value.path
+
+    @property
+    def meta_path(self) -> Path:
+        return self.value.meta_path
+
+    @property
+    def available(self) -> bool:
+        return self.value.available
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.value.meta
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        return self.value.load_checkpoint()
+
+    def get_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.value.get_state_dict()
+
+
+_MODEL_WEIGHTS: dict[str, type[WeightsEnum]] = {}
+
+
+def register_weights(model: str) -> Callable[[type[WeightsEnum]], type[WeightsEnum]]:
+    """Class decorator: the enum of ``model``'s released weights."""
+    def register(weights_enum: type[WeightsEnum]) -> type[WeightsEnum]:
+        if model in _MODEL_WEIGHTS:
+            raise ValueError(f"weights of model {model!r} are already registered ({_MODEL_WEIGHTS[model].__name__})")
+        wrong = [member.name for member in weights_enum if member.value.model != model]
+        if wrong:
+            raise ValueError(f"{weights_enum.__name__}: member(s) {', '.join(wrong)} are weights of another model")
+        _MODEL_WEIGHTS[model] = weights_enum
+        return weights_enum
+    return register
+
+
+@register_weights("mgic_diffgcn")
+class MGICDiffGCN_Weights(WeightsEnum):  # noqa: N801  (torchvision's naming)
+    """Released weights of ``mgic_diffgcn`` (Table 6, row 3).
+
+    ``MODELNET10_V1``: trained with ``experiments/modelnet10/mgic_diffgcn.yaml`` on ModelNet-10, 1,024
+    points per shape. Its accuracy is in ``meta["metrics"]`` and in the README's "Released weights".
+    """
+
+    MODELNET10_V1 = Weights(model="mgic_diffgcn", file="mgic_diffgcn_modelnet10.pt")
+    DEFAULT = MODELNET10_V1
+
+
+def get_model_weights(model: str) -> type[WeightsEnum]:
+    """The enum of ``model``'s released weights."""
+    if model not in _MODEL_WEIGHTS:
+        with_weights = ", ".join(sorted(_MODEL_WEIGHTS)) or "none"
+        raise WeightsError(f"model {model!r} has no released weights; models with weights: {with_weights}")
+    return _MODEL_WEIGHTS[model]
+
+
+def list_weights(model: str | None = None) -> list[str]:
+    """Qualified names (``"MGICDiffGCN_Weights.MODELNET10_V1"``) of the released weights of ``model``,
+    or of every model; aliases such as ``DEFAULT`` are left out."""
+    enums = [get_model_weights(model)] if model is not None else [_MODEL_WEIGHTS[m] for m in sorted(_MODEL_WEIGHTS)]
+    return [repr(member) for weights_enum in enums for member in weights_enum]
+
+
+def get_weight(name: str) -> WeightsEnum:
+    """The member named ``"<Enum>.<MEMBER>"``, e.g. ``get_weight("MGICDiffGCN_Weights.DEFAULT")``."""
+    enum_name, _, member = str(name).partition(".")
+    for weights_enum in _MODEL_WEIGHTS.values():
+        if weights_enum.__name__ == enum_name and member:
+            return weights_enum.verify(member)
+    raise WeightsError(f"unknown weights {name!r}; available: {', '.join(list_weights())} "
+                       "(and each enum's DEFAULT)")
+
+
+def resolve_weights(model: str, weights: Any) -> Weights | None:
+    """What ``create_model(model, weights=...)`` was given, as :class:`Weights`. ``weights`` may be
+    ``None``, a member of the model's enum, its name (``"MODELNET10_V1"``, ``"DEFAULT"``), a qualified
+    name (``"MGICDiffGCN_Weights.DEFAULT"``), or a :class:`Weights` (e.g. :meth:`Weights.from_file`)."""
+    if weights is None:
+        return None
+    if isinstance(weights, WeightsEnum):
+        weights = weights.value
+    elif isinstance(weights, str):
+        if "." in weights:
+            weights = get_weight(weights).value
+        else:
+            weights = get_model_weights(model).verify(weights).value
+    elif not isinstance(weights, Weights):
+        raise WeightsError(f"`weights` must be None, a weights enum member, its name or a Weights, "
+                           f"got {type(weights).__name__}")
+    if weights.model != model:
+        raise WeightsError(f"{weights.path.name} are weights of model {weights.model!r}, not {model!r}")
+    return weights
+
+
+def build_with_weights(model: str, builder: Callable[..., nn.Module], weights: Any,
+                       kwargs: Mapping[str, Any]) -> nn.Module:
+    """``builder(**arguments)`` with ``weights`` loaded (what ``create_model(model, weights=..., **kwargs)``
+    does): the arguments are the recorded ones, ``kwargs`` may add or override only :data:`FREE_KWARGS`
+    and values equal to the recorded ones (module docstring)."""
+    weights = resolve_weights(model, weights)
+    meta = weights.meta
+    where = weights.path.name
+    if "num_classes" in kwargs and kwargs["num_classes"] != meta["num_classes"]:
+        raise WeightsError(
+            f"{where} were trained for num_classes={meta['num_classes']} ({', '.join(meta['categories'])}), "
+            f"got num_classes={kwargs['num_classes']!r}: leave num_classes out (the classifier is part of the "
+            "weights), or build without weights and load the matching layers yourself to fine-tune")
+    recorded = dict(meta["model_kwargs"])
+    signature = inspect.signature(builder).parameters
+    unknown = sorted(set(recorded) - set(signature))
+    if unknown:
+        raise WeightsError(f"{where}: the recorded model_kwargs {unknown} are not arguments of {model!r} in this "
+                           "version of mgic_geo")
+    conflicts = []
+    for key, value in kwargs.items():
+        if key == "num_classes" or key in FREE_KWARGS:
+            continue
+        trained = recorded.get(key, signature[key].default)
+        if value != trained:
+            conflicts.append(f"{key}={value!r} (the weights were trained with {key}={trained!r})")
+    if conflicts:
+        raise WeightsError(f"{where}: {', '.join(conflicts)}; with weights only {', '.join(FREE_KWARGS)} may be "
+                           "changed")
+    arguments = {**recorded, **kwargs, "num_classes": meta["num_classes"]}
+    network = builder(**arguments)
+    state = weights.get_state_dict()
+    problem = state_dict_mismatch(network.state_dict(), state)
+    if problem:
+        raise WeightsError(f"{weights.path}: the weights do not fit {model!r} built with {arguments}: {problem}")
+    network.load_state_dict(state)
+    return network
