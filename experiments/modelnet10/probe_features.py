@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -74,14 +75,21 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--train-clouds", type=int, default=1000, help="training clouds the probe is fitted on")
     parser.add_argument("--seed", type=int, default=1, help="seed of the networks' initial weights")
+    parser.add_argument("--out", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
+    lines = []
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
     data = ModelNet10DataModule(root=args.data_root, cache_dir=args.cache_dir, batch_size=50, augment=False,
                                 val_fraction=0.1)
     data.prepare_data()
     data.setup("fit")
     # fixed training clouds too: sample them like validation clouds, in a seeded shuffled order
-    print("| network | builder arguments | random-feature linear probe, validation accuracy [%] | seconds |")
-    print("|---|---|---|---|")
+    emit("| network | builder arguments | random-feature linear probe, validation accuracy [%] | seconds |")
+    emit("|---|---|---|---|")
     for spec in args.models:
         name, kwargs = parse_model(spec)
         torch.manual_seed(args.seed)
@@ -92,7 +100,10 @@ def main() -> None:
         val_x, val_y = head_inputs(model, data.val_dataloader(), 10**9)
         accuracy = linear_probe(train_x, train_y, val_x, val_y, data.num_classes)
         arguments = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults"
-        print(f"| {name} | {arguments} | {100 * accuracy:.1f} | {time.perf_counter() - start:.0f} |", flush=True)
+        emit(f"| {name} | {arguments} | {100 * accuracy:.1f} | {time.perf_counter() - start:.0f} |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ Entry points: ``mgic-geo fit --config experiments/<data>/<model>.yaml`` and
 Output layout (``<root>`` = ``trainer.default_root_dir``, ``outputs/<data>/<model>`` by default and
 in the shipped configs)::
 
-    <root>/checkpoints/last.ckpt          the latest epoch (what `test` should evaluate)
+    <root>/checkpoints/last.ckpt          the latest epoch
+    <root>/checkpoints/best.ckpt          the epoch with the best validation accuracy (fits that validate)
     <root>/checkpoints/epoch<NNN>.ckpt    every `checkpoint.every_n_epochs` epochs (NNN 0-based)
     <root>/logs/version_<N>/              one per fit/validate/test run: metrics.csv (CSV logger),
                                           events.out.tfevents.* (TensorBoard), hparams.yaml, config.yaml
@@ -23,8 +24,9 @@ Results convention: the table readers (``mgic-geo table 6``, ``table 2`` ...) sc
 directory (``outputs/modelnet10`` for Table 6, ``outputs/cifar10``, ``outputs/imagenet`` and
 ``outputs/cityscapes`` for the image tables) recursively for ``test_results.json``
 (:func:`collect_test_results`); the keys are listed in :mod:`mgic_geo.training.results`. Accuracies
-and IoUs there are fractions in [0, 1], taken at the last epoch (nothing is selected on the test
-split: the val loader is the test split and is only monitored).
+and IoUs there are fractions in [0, 1], of the checkpoint `test` was given. Nothing is selected on
+the test split: ModelNet-10 validates on a held-out share of the training files (``val_fraction``)
+or a ``val/`` folder, and so do image roots without an evaluation split of their own.
 """
 from mgic_geo.training.results import RESULTS_FILENAME, collect_test_results
 
