@@ -2,7 +2,7 @@
 
 A diagnostic for issue 13 (diffGCN networks learned far more slowly than DGCNN): build a network with
 its random initial weights, pass the training and validation clouds of a ModelNet-10 root through it
-(BatchNorm in training mode, batches of 50, no gradients), take the features its classifier head
+(BatchNorm in training mode, shuffled batches of 50, no gradients), take the features its classifier head
 receives, and fit a logistic regression on the training clouds' features (L-BFGS, a small L2 penalty).
 Its validation accuracy says how linearly separable the classes are in the untrained network's
 features: a network whose features are mostly noise starts from a poor representation and learns
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from torch_geometric.loader import DataLoader
 
 from mgic_geo.data import ModelNet10DataModule
 from mgic_geo.models import create_model
@@ -97,7 +99,10 @@ def main() -> None:
         start = time.perf_counter()
         torch.manual_seed(0)
         train_x, train_y = head_inputs(model, data.train_dataloader(), args.train_clouds)
-        val_x, val_y = head_inputs(model, data.val_dataloader(), 10**9)
+        # shuffled: BatchNorm in training mode normalises each batch, and the validation loader's file
+        # order would make every batch one class, normalising the class signal away
+        val_loader = DataLoader(data.val_set, batch_size=50, shuffle=True, generator=torch.Generator().manual_seed(0))
+        val_x, val_y = head_inputs(model, val_loader, 10**9)
         accuracy = linear_probe(train_x, train_y, val_x, val_y, data.num_classes)
         arguments = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults"
         emit(f"| {name} | {arguments} | {100 * accuracy:.1f} | {time.perf_counter() - start:.0f} |")

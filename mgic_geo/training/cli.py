@@ -123,9 +123,16 @@ def _check_files(args: list[str]) -> str | None:
         from mgic_geo.training.fault import CheckpointError, read_checkpoint
 
         try:
-            read_checkpoint(path, map_location="cpu")
+            checkpoint = read_checkpoint(path, map_location="cpu")
         except CheckpointError as error:
             return str(error)
+        from mgic_geo.models.weights import META_KEY, Weights, WeightsError
+
+        if isinstance(checkpoint, dict) and META_KEY in checkpoint:  # a released weights file: check it as one
+            try:
+                Weights.from_file(path).verify()  # sha256 against its metadata, finite, consistent
+            except WeightsError as error:
+                return str(error)
     return None
 
 

@@ -364,6 +364,20 @@ def test_mgic_geo_test_restores_the_release_file(released, tmp_path, monkeypatch
         assert results[key] == expected[key], key
 
 
+def test_mgic_geo_test_refuses_a_release_file_changed_since_release(released, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "tampered.pt"
+    shutil.copyfile(released.out, copy)
+    shutil.copyfile(released.out.with_suffix(".json"), copy.with_suffix(".json"))
+    data = bytearray(copy.read_bytes())
+    data[-100] ^= 0x01  # inside the zip's data, still a readable checkpoint for torch.load or not
+    copy.write_bytes(bytes(data))
+    assert main(["test", "--config", str(EXPERIMENT), "--ckpt_path", str(copy)]) == 2
+    error = capsys.readouterr().err
+    assert "mgic-geo: error:" in error and "tampered.pt" in error
+
+
 # -- the shipped files ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list_weights())
 def test_shipped_weights_match_their_metadata(name):
