@@ -24,6 +24,7 @@ import csv
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -256,7 +257,9 @@ def write_report(runs: Path, out: Path) -> Path:
         info = rows[0]["_info"]
         sections.append(f"## {plan}\n")
         sections.append(f"Data root `{info['data_root']}`; device: {info['device']}; each run had the number of "
-                        "CPU threads in its row (`OMP_NUM_THREADS`), data loading in the main process.\n")
+                        "CPU threads in its row (`OMP_NUM_THREADS`), data loading in the main process. The runs were "
+                        "made two at a time on that machine (sometimes beside a test run), so a budget bought "
+                        "fewer steps than on an idle machine; the steps column says how many.\n")
         sections.append(markdown_table(rows, TABLE_COLUMNS[plan]) + "\n")
         cut = [row["run"] for row in rows if row["epochs done / planned"].split(" / ")[0]
                != row["epochs done / planned"].split(" / ")[1]]
@@ -273,7 +276,7 @@ def write_report(runs: Path, out: Path) -> Path:
                     sections.append(f"Learning curves and validation confusion matrix of `{row['run']}`:\n")
                     sections.append("\n".join(pictures) + "\n")
         sections.append("Commands:\n\n```bash\n" + "\n".join(
-            f"OMP_NUM_THREADS={row['threads']} mgic-geo {' '.join(row['_info']['command'][2:])}" for row in rows)
+            f"OMP_NUM_THREADS={row['threads']} mgic-geo {shlex.join(row['_info']['command'][2:])}" for row in rows)
             + "\n```\n")
     sections += _diagnosis(runs)
     path = out / "results.md"
