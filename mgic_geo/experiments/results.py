@@ -187,13 +187,15 @@ def result_row(plan: str, root: Path) -> dict | None:
     last = validated[-1] if validated else {}
     best = max(validated, key=lambda e: e[first]) if validated else {}
     epochs = read_epochs(root)
-    trained = [e for e in epochs if "train/loss_epoch" in e]
-    steps = max((int(e.get("step", 0)) for e in epochs), default=0)
+    steps = max((int(e.get("step", 0)) + 1 for e in epochs), default=0)
+    # an epoch's last logged step tells its length once a later epoch has begun
+    per_epoch = int(epochs[0]["step"]) + 1 if len(epochs) > 1 and "step" in epochs[0] else None
+    done = f"{steps / per_epoch:.2f}".rstrip("0").rstrip(".") if per_epoch else "< 1"
     params, macs = _complexity(plan, info["model"])
     return {
         "run": info["name"], "network": info["model"], "params [M]": params, "MACs [M]": macs,
-        "recipe": info["recipe"], "epochs done / planned": f"{len(trained)} / {info['epochs_planned']}",
-        "steps": steps + 1 if epochs else 0,
+        "recipe": info["recipe"], "epochs done / planned": f"{done} / {info['epochs_planned']}",
+        "steps": steps,
         "budget [min]": info["budget_minutes"], "wall [min]": f"{info['wall_seconds'] / 60:.1f}",
         "threads": info["threads"],
         f"val {first.split('/')[1]} [%] (last epoch)": _percent(last.get(first)),
@@ -262,7 +264,7 @@ def write_report(runs: Path, out: Path) -> Path:
                         "fewer steps than on an idle machine; the steps column says how many.\n")
         sections.append(markdown_table(rows, TABLE_COLUMNS[plan]) + "\n")
         cut = [row["run"] for row in rows if row["epochs done / planned"].split(" / ")[0]
-               != row["epochs done / planned"].split(" / ")[1]]
+               != row["epochs done / planned"].split(" / ")[1]]  # fewer, or a fraction of the last one
         if cut:
             sections.append(f"- Stopped by the wall-clock budget before the planned epochs (the cosine schedule "
                             f"did not finish): {', '.join(cut)}.\n")
@@ -278,6 +280,17 @@ def write_report(runs: Path, out: Path) -> Path:
         sections.append("Commands:\n\n```bash\n" + "\n".join(
             f"OMP_NUM_THREADS={row['threads']} mgic-geo {shlex.join(row['_info']['command'][2:])}" for row in rows)
             + "\n```\n")
+    rendered = images / "predict_validation_clouds.png"
+    if rendered.is_file():
+        sections += ["## Predictions on validation clouds\n",
+                     "One validation cloud of each class (the first of each class in the held-out split), drawn by "
+                     "`mgic-geo predict --render` with the `best.ckpt` of `mgic_diffgcn_cpu30` (green: right, "
+                     "red: wrong). The folder holds links named `<class>/val/<file>` to the files of the split, so "
+                     "predict reads the true class from the path:\n",
+                     f"![predictions](images/results/{rendered.name})\n",
+                     "```bash\nmgic-geo predict --ckpt outputs/results/modelnet10/mgic_diffgcn_cpu30/checkpoints/best.ckpt "
+                     "\\\n    --inputs outputs/render_val --out outputs/render_val.csv --render 10 \\\n"
+                     f"    --render-out docs/images/results/{rendered.name}\n```\n"]
     sections += _diagnosis(runs)
     path = out / "results.md"
     path.write_text("\n".join(sections))
