@@ -319,7 +319,7 @@ def test_modelnet_download_from_a_url_records_and_prints_its_sha256(modelnet_zip
     assert (root / ".ModelNet10.zip.sha256").read_text() == f"{digest}  ModelNet10.zip\n"
     assert leftovers(root) == [".ModelNet10.zip.sha256", "ModelNet10"]
     assert len(list((root / "ModelNet10").rglob("*.off"))) == 30
-    dm = ModelNet10DataModule(root=str(root), num_points=64, batch_size=4)
+    dm = ModelNet10DataModule(root=str(root), num_points=64, batch_size=4, val_fraction=0)
     dm.setup("fit")
     assert dm.layout.source == "meshes" and len(dm.train_set) == 20
     with pytest.raises(ValueError, match="is not empty; downloads go only into an empty root"):
