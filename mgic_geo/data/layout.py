@@ -2,9 +2,10 @@
 
 The layout is ModelNet's own: ``<class>/{train,test}/<class>_NNNN.<ext>``, directly under the root,
 under ``<root>/ModelNet10/`` (the official archive, extracted) or under ``<root>/raw/`` (PyG's
-``ModelNet`` dataset). ``train/`` is required; ``test/`` is optional (a root holding only the train
-split, e.g. one whose test split is kept back for independent evaluation), and so is an explicit
-validation split ``val/``; an optional split is there for every class or for none. Every problem
+``ModelNet`` dataset). Each split is optional (a root holding only the train split, e.g. one whose
+test split is kept back for independent evaluation, or only the test split, to evaluate released
+weights), and so is an explicit validation split ``val/``; a split is there for every class or for
+none, and a root needs ``train/`` or ``test/``. Every problem
 with it is a ``ValueError`` that shows the expected tree.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
 SPLITS = ("train", "test")  # the official splits (what the synthetic shapes are written as)
-ALL_SPLITS = ("train", "val", "test")  # train/ is required, val/ and test/ are optional
+ALL_SPLITS = ("train", "val", "test")  # each optional; a root has train/ or test/
 MESH_EXTENSIONS = (".off",)
 POINT_EXTENSIONS = (".pcd", ".ply", ".xyz", ".pts", ".txt", ".npy")
 SOURCES = ("auto", "meshes", "points", "synthetic")
@@ -30,8 +31,8 @@ MODELNET10_SHA256: str | None = None
 LAYOUT = """expected layout (ModelNet's own; the class folders may also sit in <root>/ModelNet10/ or <root>/raw/):
   <root>/
     bathtub/
-      train/bathtub_0001.off  bathtub_0002.off  ...
-      test/bathtub_0107.off  ...        (optional: testing needs it)
+      train/bathtub_0001.off  bathtub_0002.off  ...   (training needs it)
+      test/bathtub_0107.off  ...        (testing needs it)
       val/...                           (optional: a validation split of your own)
     bed/
       train/  test/
@@ -86,12 +87,12 @@ class Layout:
 def find_layout(root: str | Path, source: str = "auto") -> Layout:
     """Check the folders under ``root`` and list the shape files of each split.
 
-    ``<class>/train/`` must be there for every class; ``<class>/test/`` and ``<class>/val/`` are
-    optional, but a split that some class has must be there for every class (:attr:`Layout.files`
+    ``<class>/train/``, ``<class>/test/`` and ``<class>/val/`` are each optional (``train/`` or
+    ``test/`` must be there), but a split that some class has must be there for every class (:attr:`Layout.files`
     holds the splits found). ``source="auto"`` picks ``"meshes"`` when the split folders hold
     ``.off`` files and ``"points"`` when they hold point-cloud files; ``"synthetic"`` data are
     meshes. Raises ``ValueError`` (with the expected tree) for a missing or empty root, unknown or
-    missing class folders, a missing ``train/`` folder, an optional split folder missing for some
+    missing class folders, neither ``train/`` nor ``test/`` folders, a split folder missing for some
     classes only, an empty split folder, unsupported files, or files that do not fit ``source``.
     """
     root = Path(root)
@@ -115,10 +116,10 @@ def find_layout(root: str | Path, source: str = "auto") -> Layout:
     files: dict[str, list[tuple[Path, int]]] = {}
     for split in ALL_SPLITS:
         missing = [name for name in CLASSES if not (data_dir / name / split).is_dir()]
-        if split != "train" and len(missing) == len(CLASSES):
-            continue  # an optional split this root does not have
+        if len(missing) == len(CLASSES):
+            continue  # a split this root does not have
         if missing:
-            others = "" if split == "train" else f" (the other classes have one: a {split} split needs every class)"
+            others = f" (the other classes have one: a {split} split needs every class)"
             folders = ", ".join(f"{name}/{split}/" for name in missing)
             raise layout_error(data_dir, f"missing split folder {folders}{others}")
         files[split] = []
@@ -131,6 +132,8 @@ def find_layout(root: str | Path, source: str = "auto") -> Layout:
             if not entries:
                 raise layout_error(data_dir, f"the class folder {name}/{split}/ is empty")
             files[split] += [(path, label) for path in entries]
+    if "train" not in files and "test" not in files:
+        raise layout_error(data_dir, "no split folders: every class folder needs train/ (to train) or test/ (to test)")
     meshes = [p for split in files for p, _ in files[split] if p.suffix.lower() in MESH_EXTENSIONS]
     points = [p for split in files for p, _ in files[split] if p.suffix.lower() in POINT_EXTENSIONS]
     if source == "auto":

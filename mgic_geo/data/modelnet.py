@@ -390,7 +390,7 @@ class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
         return self.layout
 
     def _split(self, layout: Layout) -> dict[str, list[tuple[Path, int]]]:
-        train = layout.files["train"]
+        train = layout.files.get("train", [])
         if "val" in layout.files:
             val, self.validation = layout.files["val"], "folder"
         else:
@@ -417,6 +417,10 @@ class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
         """The splits ``stage`` builds (see :meth:`setup`); a ``ValueError`` for testing without a test split."""
         if stage in ("test", "predict"):
             self._find().require("test")
+        if stage == "fit":
+            self._find().require("train")
+        if stage is None and "train" not in self._find().files:  # a root to test on only
+            return ["test"]
         wanted = ["train", "val"] if stage in (None, "fit") else ["val"] if stage == "validate" else []
         return wanted + (["test"] if "test" in self.splits else [])
 

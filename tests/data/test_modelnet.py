@@ -475,3 +475,19 @@ def test_real_point_clouds_are_read_and_cached_outside_the_shared_data(tmp_path,
     default.split_files("train")
     assert default.cache.dir.is_relative_to(tmp_path / "user")
     assert not (root / "processed_mgic").exists()
+
+
+def test_a_root_with_only_a_test_split_is_tested_and_refuses_to_train(tmp_path):
+    """Released weights are evaluated on roots that hold the test split alone."""
+    source = tmp_path / "full"
+    write_synthetic_modelnet(source, shapes_per_class=(1, 2), seed=0)
+    root = tmp_path / "test-only"
+    for folder in sorted(source.glob("*/test")):
+        (root / folder.parent.name).mkdir(parents=True)
+        shutil.copytree(folder, root / folder.parent.name / "test")
+    dm = ModelNet10DataModule(root=str(root), num_points=32, batch_size=4)
+    dm.prepare_data()
+    dm.setup("test")
+    assert len(dm.test_set) == 20 and dm.split_files("train") == []
+    with pytest.raises(ValueError, match=r"no train split: missing the folders .*bathtub/train"):
+        ModelNet10DataModule(root=str(root), num_points=32, batch_size=4).setup("fit")
