@@ -66,7 +66,7 @@ def test_report_from_a_real_tiny_fit(tmp_path, monkeypatch):
     assert [e["epoch"] for e in epochs] == [0, 1] and all("val/overall_acc" in e for e in epochs)
     row = results.result_row("modelnet10", root)
     assert row["epochs done / planned"] == "2 / 3" and row["params [M]"] == 0.091 and row["steps"] > 0
-    assert row["val overall_acc [%] (last epoch)"] == f"{100 * epochs[-1]['val/overall_acc']:.1f}"
+    assert row["val overall_acc [%] (last)"] == f"{100 * epochs[-1]['val/overall_acc']:.1f}"
     path = results.write_report(tmp_path / "runs", tmp_path / "docs")
     text = path.read_text()
     assert "| mgic_diffgcn | mgic_diffgcn | 0.091 |" in text
