@@ -87,6 +87,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from mgic_geo.state_checks import load_error_message, nonfinite_tensors, state_dict_mismatch  # noqa: F401
+
 RELEASE_DIR = Path(__file__).resolve().parent / "released"  # shipped as package data (pyproject.toml)
 META_KEY = "mgic_geo_weights"  # the metadata inside the release file (everything but sha256, file, size)
 NET_PREFIX = "net."  # the task module's attribute holding the network (mgic_geo.training.RegistryTask.net)
@@ -187,42 +189,13 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def nonfinite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
-    """Names of the floating-point tensors of ``state_dict`` holding NaN or inf."""
-    return [name for name, value in state_dict.items()
-            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
-
-
-def state_dict_mismatch(expected: Mapping[str, Any], given: Mapping[str, Any], shown: int = 3) -> str | None:
-    """Missing keys, unexpected keys and shape mismatches of ``given`` against ``expected`` (the
-    first ``shown`` of each named), or ``None`` when it fits."""
-    missing = [key for key in expected if key not in given]
-    unexpected = [key for key in given if key not in expected]
-    shapes = [f"{key} {list(given[key].shape)} in the file vs {list(expected[key].shape)} in the model"
-              for key in expected if key in given and tuple(given[key].shape) != tuple(expected[key].shape)]
-    parts = []
-    for items, what in ((missing, "missing keys"), (unexpected, "unexpected keys"), (shapes, "shape mismatches")):
-        if items:
-            more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
-            parts.append(f"{len(items)} {what} ({', '.join(items[:shown])}{more})")
-    return "; ".join(parts) or None
-
-
 def load_release_bytes(data: bytes, path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of a release file's ``data``, checked to hold a ``state_dict``
     of finite tensors; :class:`WeightsError` naming ``path`` otherwise."""
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  anything torch.load raises is about the file
-        text = str(error)
-        refused = re.search(r"GLOBAL ([\w.]+)", text)
-        if refused:
-            raise WeightsError(
-                f"{path}: refused to load: the file holds a pickled reference to {refused.group(1)}, which is neither "
-                "weights nor plain data, and unpickling it could run code (weights are read with "
-                "torch.load(weights_only=True))") from None
-        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        raise WeightsError(f"{path}: not a readable weights file ({type(error).__name__}: {first})") from None
+        raise WeightsError(load_error_message(path, error, kind="weights file", plural="weights")) from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise WeightsError(f"{path}: not a release file (expected a dict whose 'state_dict' maps names to tensors)")
@@ -470,7 +443,7 @@ def build_with_weights(model: str, builder: Callable[..., nn.Module], weights: A
     arguments = {**recorded, **kwargs, "num_classes": meta["num_classes"]}
     network = builder(**arguments)
     state = weights.get_state_dict()
-    problem = state_dict_mismatch(network.state_dict(), state)
+    problem = state_dict_mismatch(network.state_dict(), state, source="the file")
     if problem:
         raise WeightsError(f"{weights.path}: the weights do not fit {model!r} built with {arguments}: {problem}")
     network.load_state_dict(state)

@@ -57,3 +57,26 @@ class BestCheckpoint(ModelCheckpoint):
         if self.monitor not in monitor_candidates and not sum(trainer.num_val_batches or [0]):
             return  # no validation split: nothing to choose by
         super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """The ``checkpoint.`` ModelCheckpoint of ``mgic-geo fit``: ``ModelCheckpoint`` whose ``last.ckpt``
+    follows every epoch. Lightning 2.6 writes ``last.ckpt`` only when it writes a periodic checkpoint
+    too, so with ``every_n_epochs: 5`` a fit of 7 epochs ended with ``last.ckpt`` of epoch 5 (which is
+    how the first released weights came to be those of epoch 5 of 7); a resumed run would have lost
+    up to ``every_n_epochs`` epochs instead of one."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def _save_last_if_behind(self, trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
+                and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

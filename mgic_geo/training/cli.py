@@ -22,8 +22,9 @@ What this adds to a plain ``LightningCLI`` (see ``mgic_geo.training`` for the ou
   GPU supports bf16, else ``16-mixed``) and ``32-true`` elsewhere;
 - a CSV and a TensorBoard logger writing to the same ``<root>/logs/version_<N>/`` (unless
   ``--trainer.logger`` is given, e.g. ``--trainer.logger false``);
-- a ModelCheckpoint configurable under ``checkpoint.`` that saves ``<root>/checkpoints/last.ckpt`` and
-  ``epoch<NNN>.ckpt`` every ``checkpoint.every_n_epochs`` epochs, monitoring nothing (no checkpoint is
+- a ModelCheckpoint configurable under ``checkpoint.`` (:class:`~mgic_geo.training.checkpointing.EpochCheckpoint`)
+  that saves ``<root>/checkpoints/last.ckpt`` after every epoch and ``epoch<NNN>.ckpt`` every
+  ``checkpoint.every_n_epochs`` epochs, monitoring nothing (no checkpoint is
   chosen by its test accuracy); ``--ckpt_path last`` finds ``last.ckpt`` there, in fit (resume) and in
   test. Files of an earlier run in the same root are overwritten, not versioned;
 - when validation runs, ``<root>/checkpoints/best.ckpt`` beside it, the epoch with the highest
@@ -172,7 +173,9 @@ def _make_cli_class():
 
     class MGICLightningCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            from mgic_geo.training.checkpointing import EpochCheckpoint
+
+            parser.add_lightning_class_args(EpochCheckpoint, "checkpoint")
             parser.set_defaults({
                 "checkpoint.filename": "epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,

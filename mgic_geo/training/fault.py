@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import re
 import signal
 import tempfile
 import threading
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
+
+from mgic_geo.state_checks import load_error_message, nonfinite_tensors, state_dict_mismatch  # noqa: F401  (re-exported)
 
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
 _PLAIN_IO = TorchCheckpointIO()  # Lightning's reader: local files, fsspec and http URLs
@@ -77,15 +78,7 @@ def is_reading_error(error: BaseException) -> bool:
 
 def reading_error(path: Any, error: BaseException) -> CheckpointError:
     """One line naming ``path`` and what ``torch.load(weights_only=True)`` found wrong with it."""
-    text = str(error)
-    refused = re.search(r"GLOBAL ([\w.]+)", text)
-    if refused:
-        return CheckpointError(
-            f"{path}: refused to load: the file holds a pickled reference to {refused.group(1)}, which is neither "
-            "weights nor plain data, and unpickling it could run code (checkpoints are read with "
-            "torch.load(weights_only=True))")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first})")
+    return CheckpointError(load_error_message(path, error, kind="checkpoint", plural="checkpoints"))
 
 
 def read_checkpoint(path: Any, map_location: Any = lambda storage, location: storage) -> dict[str, Any]:
@@ -104,32 +97,7 @@ def read_checkpoint(path: Any, map_location: Any = lambda storage, location: sto
     return checkpoint
 
 
-def state_dict_mismatch(expected: Mapping[str, Any], given: Mapping[str, Any], shown: int = 3) -> str | None:
-    """What keeps ``given`` (a checkpoint's ``state_dict``) from loading into a model whose
-    ``state_dict()`` is ``expected``: counts of missing keys, unexpected keys and shape mismatches,
-    the first ``shown`` of each named; ``None`` when it fits."""
-    missing = [key for key in expected if key not in given]
-    unexpected = [key for key in given if key not in expected]
-    shapes = [f"{key} {list(given[key].shape)} in the checkpoint vs {list(expected[key].shape)} in the model"
-              for key in expected if key in given and hasattr(given[key], "shape")
-              and tuple(given[key].shape) != tuple(expected[key].shape)]
-
-    def listing(items: list[str], what: str) -> str:
-        more = f", ... ({len(items) - shown} more)" if len(items) > shown else ""
-        return f"{len(items)} {what} ({', '.join(items[:shown])}{more})"
-
-    parts = [listing(items, what) for items, what in ((missing, "missing keys"), (unexpected, "unexpected keys"),
-                                                      (shapes, "shape mismatches")) if items]
-    return "; ".join(parts) or None
-
-
 # -- writing ------------------------------------------------------------------------------------
-def nonfinite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
-    """Names of the floating-point tensors of ``state_dict`` holding NaN or inf."""
-    return [name for name, value in state_dict.items()
-            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
-
-
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` with atomic writes, no non-finite weights, and
     ``weights_only=True`` reads (see the module's description)."""

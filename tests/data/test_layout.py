@@ -64,6 +64,8 @@ def test_empty_or_missing_root(tmp_path):
     (lambda r: (r / "lamp" / "train").mkdir(parents=True), "unknown class folders: lamp/"),
     (lambda r: shutil.rmtree(r / "toilet"), "missing class folders: toilet"),
     (lambda r: shutil.rmtree(r / "chair" / "train"), "missing split folder chair/train/"),
+    (lambda r: [shutil.rmtree(split) for split in sorted(r.glob("*/*"))],
+     "no split folders: every class folder needs train/ \\(to train\\) or test/ \\(to test\\)"),
     (lambda r: [p.unlink() for p in (r / "desk" / "test").iterdir()], "the class folder desk/test/ is empty"),
     (lambda r: (r / "sofa" / "train" / "sofa_0009.obj").write_text("v 0 0 0"), "sofa/train/ holds entries that are not shape files: sofa_0009.obj"),
     (lambda r: (r / "sofa" / "train" / "extra").mkdir(), "holds entries that are not shape files: extra/"),

@@ -1,6 +1,7 @@
 """Which validation metric picks best.ckpt for each task (the fits that write and use best.ckpt are in
 test_training.py)."""
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,22 @@ def test_the_callback_keeps_one_file_named_best(tmp_path):
     callback = BestCheckpoint(str(tmp_path), "val/overall_acc")
     assert callback.filename == "best" and callback.save_top_k == 1 and callback.mode == "max"
     assert callback.save_last is False and callback.monitor == "val/overall_acc"
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 0.2])
+def test_last_checkpoint_follows_every_epoch_whatever_every_n_epochs(tmp_path, restore_env, val_fraction):
+    """Lightning writes last.ckpt only beside a periodic checkpoint; ours after every epoch."""
+    import torch
+
+    from mgic_geo.cli import main
+
+    root = tmp_path / "run"
+    demo = Path(__file__).resolve().parents[2] / "experiments" / "modelnet10" / "demo.yaml"
+    assert main(["fit", "--config", str(demo), "--data.root", str(tmp_path / "data"),
+                 "--data.synthetic_shapes", "[4, 1]", "--data.num_points", "64", "--data.batch_size", "8",
+                 "--data.val_fraction", str(val_fraction), "--trainer.max_epochs", "3",
+                 "--checkpoint.every_n_epochs", "2", "--trainer.default_root_dir", str(root),
+                 "--trainer.enable_progress_bar", "false"]) == 0
+    checkpoints = root / "checkpoints"
+    assert (checkpoints / "epoch001.ckpt").is_file() and not (checkpoints / "epoch002.ckpt").exists()
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
