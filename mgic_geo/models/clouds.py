@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from mgic_geo.nn import cost
+from mgic_geo.nn.graph_operator import SparseMatrix
 from mgic_geo.nn.knn import knn_graph, regular_degree
 
 
@@ -102,8 +104,24 @@ def position_hash(pos: Tensor) -> Tensor:
     return torch.frac(torch.sin(angle).abs() * 43758.5453)
 
 
-def neighbourhood_mean(x: Tensor, edge_index: Tensor) -> Tensor:
-    """Mean of ``x`` over each node and the sources of its incoming edges."""
+def neighbourhood_mean(x: Tensor, edge_index: Tensor, at: Tensor | None = None, k: int | None = None) -> Tensor:
+    """Mean of ``x`` over each node and the sources of its incoming edges, at the nodes ``at``
+    (default: all). With ``k`` (``k`` edges per node, node by node) it is one sparse product over the
+    rows of ``at`` only, differentiated as the transposed product (:class:`~mgic_geo.nn.graph_operator.SparseMatrix`)."""
+    if k is not None:
+        rows = x.shape[0] if at is None else at.numel()
+        nodes = torch.arange(x.shape[0], device=x.device) if at is None else at
+        cols = torch.cat([edge_index[0].view(-1, k)[nodes], nodes[:, None]], 1).flatten()
+        if torch.compiler.is_compiling() or cost.listening():  # see mgic_geo.nn.graph_operator
+            return x.index_select(0, cols).view(rows, k + 1, x.shape[1]).mean(1)
+        with torch.no_grad():
+            pooling = SparseMatrix.from_entries(
+                torch.arange(rows, device=x.device).repeat_interleave(k + 1), cols,
+                torch.full((cols.numel(),), 1.0 / (k + 1), dtype=x.dtype, device=x.device), (rows, x.shape[0]),
+                rows_sorted=True)
+        return pooling @ x
+    if at is not None:
+        return neighbourhood_mean(x, edge_index)[at]
     source, target = edge_index[0], edge_index[1]
     total = x.clone().index_add_(0, target, x[source])
     count = torch.ones_like(x[:, :1]).index_add_(0, target, torch.ones_like(x[source, :1]))

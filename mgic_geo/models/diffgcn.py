@@ -118,8 +118,9 @@ class DiffGCNNet(nn.Module):
         x = self.stem(pos, pos, graph, k=clouds.regular_degree(self.k))
         for stage, (widen, block) in enumerate(zip(self.widen, self.blocks)):
             if stage:
+                degree = clouds.regular_degree(self.k)  # of the graph the last block used
                 index, clouds = clouds.subsample(pos)
-                x, pos = neighbourhood_mean(x, graph)[index], pos[index]  # over the graph the last block used
+                x, pos = neighbourhood_mean(x, graph, index, degree), pos[index]
                 if self.graph == "static":
                     graph = clouds.knn(pos, self.k)
             x = widen(x)

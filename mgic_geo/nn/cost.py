@@ -14,3 +14,9 @@ observers: list[Callable[[str, int], None]] = []
 def report(kind: str, macs: int) -> None:
     for observe in observers:
         observe(kind, macs)
+
+
+def listening() -> bool:
+    """Whether a MAC count listens (:func:`mgic_geo.complexity.profile`): layers then run their
+    reference formulation, whose dense operations the counter knows how to count."""
+    return bool(observers)

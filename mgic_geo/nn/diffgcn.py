@@ -40,36 +40,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mgic_geo.core.grouped import grouped_channel_map
 from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.nn import cost
+from mgic_geo.nn.graph_operator import (
+    OPERATOR_SCALES,
+    DiffGCNOperator,
+    check_operator_scale,
+    direction_weights,
+    operator_applies,
+)
 from mgic_geo.nn.knn import check_knn_layout
 from mgic_geo.validation import check_int
 
 FEATURES_PER_CHANNEL = 5  # mass, three gradient components, Laplacian
-EPSILON = 1e-12
-
-
-OPERATOR_SCALES = ("spacing", "derivative")
-
-
-def check_operator_scale(operator_scale: str) -> str:
-    if operator_scale not in OPERATOR_SCALES:
-        raise ValueError(f"`operator_scale` must be one of {OPERATOR_SCALES}, got {operator_scale!r}")
-    return operator_scale
-
-
-def _direction(offsets: Tensor, operator_scale: str, neighbour_dim: int | None, target: Tensor | None = None,
-               inverse_degree: Tensor | None = None) -> Tensor:
-    """``d / |d|^2`` per edge, times the target's mean neighbour distance for ``"spacing"``."""
-    squared = offsets.square().sum(-1, keepdim=True)
-    direction = offsets / (squared + EPSILON)
-    if operator_scale == "derivative":
-        return direction
-    distance = squared.sqrt()
-    if neighbour_dim is not None:  # [N, k, 3]: a node's edges along neighbour_dim
-        return direction * distance.mean(neighbour_dim, keepdim=True)
-    spacing = torch.zeros_like(inverse_degree).index_add_(0, target, distance[:, 0]) * inverse_degree
-    return direction * spacing[target, None]
 
 
 def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | None = None, *,
@@ -89,7 +73,7 @@ def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | N
         0, target, torch.ones_like(target, dtype=x.dtype)
     )
     inverse_degree = 1.0 / degree.clamp(min=1)
-    direction = _direction(offsets, operator_scale, None, target, inverse_degree.to(offsets.dtype))
+    direction = direction_weights(offsets, operator_scale, None, target, inverse_degree.to(offsets.dtype))
     neighbours = x[source]  # [E, C]
     # Edge weights of the four operators: 3/deg * direction (gradient), 1/deg (Laplacian).
     weights = torch.cat([3.0 * direction, torch.ones_like(direction[:, :1])], dim=1) * inverse_degree[target, None]
@@ -107,13 +91,23 @@ def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | N
 def _regular_features(x: Tensor, pos: Tensor, source: Tensor, k: int, operator_scale: str) -> Tensor:
     nodes, channels = x.shape
     offsets = pos[source].view(nodes, k, 3) - pos[:, None, :]
-    direction = _direction(offsets, operator_scale, 1)
+    direction = direction_weights(offsets, operator_scale, 1)
     weights = (torch.cat([3.0 * direction, torch.ones_like(direction[..., :1])], dim=-1) / k).to(x.dtype)  # [N, k, 4]
     neighbours = x.index_select(0, source).view(nodes, k, channels)
     weighted_sums = torch.bmm(neighbours.transpose(1, 2), weights)  # [N, C, 4]
     cost.report("graph operators", nodes * channels * k * 4)
     features = weighted_sums - x[:, :, None] * weights.sum(1)[:, None, :]
     return torch.cat([x[:, :, None], features], dim=2).flatten(1)
+
+
+def check_operator(operator: DiffGCNOperator, num_nodes: int, operator_scale: str) -> None:
+    if not isinstance(operator, DiffGCNOperator):
+        raise ValueError(f"`operator` must be a DiffGCNOperator (DiffGCNOperator.build), got {type(operator).__name__}")
+    if operator.num_nodes != num_nodes:
+        raise ValueError(f"`operator` was built for {operator.num_nodes} nodes, but the features have {num_nodes}")
+    if operator.operator_scale != operator_scale:
+        raise ValueError(f"`operator` was built with operator_scale={operator.operator_scale!r}, "
+                         f"but the layer uses {operator_scale!r}")
 
 
 class DiffGCNConv(nn.Module):
@@ -155,14 +149,38 @@ class DiffGCNConv(nn.Module):
     def reset_parameters(self) -> None:
         self.mix.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, *, k: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, *, k: int | None = None,
+                operator: DiffGCNOperator | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
         if pos.shape != (x.shape[0], 3):
             raise ValueError(f"expected positions [{x.shape[0]}, 3], got {tuple(pos.shape)}")
         if edge_index.dim() != 2 or edge_index.shape[0] != 2:
             raise ValueError(f"expected edge_index [2, E], got {tuple(edge_index.shape)}")
+        if operator is not None:
+            check_operator(operator, x.shape[0], self.operator_scale)
+        # Mixing first and operating on the output width costs less only when it is not wider.
+        if self.out_channels <= self.in_channels and operator_applies(pos):
+            if operator is None:
+                operator = DiffGCNOperator.build(pos, edge_index, k=k, operator_scale=self.operator_scale)
+            return self._mix_then_operate(x, operator)
         return self.mix(differential_features(x, pos, edge_index, k, operator_scale=self.operator_scale))
+
+    def _mix_then_operate(self, x: Tensor, operator: DiffGCNOperator) -> Tensor:
+        """``mix([x | S_1 x | ... | S_4 x]) = M_0 x + sum_f S_f (M_f x)``: the node operators and
+        the channel maps commute (:mod:`mgic_geo.nn.graph_operator`)."""
+        groups, out_per_group, features = self.mix.weight.shape
+        in_per_group = features // FEATURES_PER_CHANNEL
+        # The mix's input channels are laid out (channel, feature): one grouped map per feature,
+        # stacked as [groups, feature, out, in].
+        weight = self.mix.weight.view(groups, out_per_group, in_per_group, FEATURES_PER_CHANNEL).permute(0, 3, 1, 2)
+        if groups == 1:
+            blocks = x @ weight.reshape(FEATURES_PER_CHANNEL * out_per_group, in_per_group).t()
+        else:  # [N, groups, feature, out] -> [N, feature, groups, out]
+            blocks = grouped_channel_map(x, weight.reshape(groups, FEATURES_PER_CHANNEL * out_per_group, in_per_group))
+            blocks = blocks.view(-1, groups, FEATURES_PER_CHANNEL, out_per_group).transpose(1, 2)
+        out = operator(blocks.reshape(x.shape[0], FEATURES_PER_CHANNEL, self.out_channels))
+        return out if self.mix.bias is None else out + self.mix.bias
 
     def __repr__(self) -> str:
         scale = "" if self.operator_scale == "spacing" else f", operator_scale={self.operator_scale!r}"

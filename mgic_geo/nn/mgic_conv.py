@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from mgic_geo.core.block import MGICBlock
 from mgic_geo.nn.diffgcn import DiffGCNConv, check_operator_scale
 from mgic_geo.nn.edgeconv import EdgeConv
+from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
 from mgic_geo.nn.knn import knn_graph, regular_degree
 from mgic_geo.validation import check_int
 
@@ -53,8 +54,9 @@ class DiffGCNNormAct(nn.Module):
         self.conv.reset_parameters()
         self.norm.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, *, k: int | None = None) -> Tensor:
-        return self.act(self.norm(self.conv(x, pos, edge_index, k=k)))
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, *, k: int | None = None,
+                operator: DiffGCNOperator | None = None) -> Tensor:
+        return self.act(self.norm(self.conv(x, pos, edge_index, k=k, operator=operator)))
 
     def __repr__(self) -> str:
         groups = f", groups={self.groups}" if self.groups > 1 else ""
@@ -124,6 +126,7 @@ class MGICConv(nn.Module):
         check_operator_scale(operator_scale)
         self.in_channels = self.out_channels = channels
         self.conv, self.group_size, self.coarsest = conv, group_size, coarsest
+        self.operator_scale = operator_scale
         if conv == "diffgcn":
             level = partial(DiffGCNNormAct, operator_scale=operator_scale)
         else:
@@ -156,6 +159,9 @@ class MGICConv(nn.Module):
             return self.block(x, edge_index, k=k)
         if pos is None:
             raise ValueError("`pos` is required by conv='diffgcn' (its operators use the offsets between points)")
+        if operator_applies(pos):  # one operator for every level (mgic_geo.nn.graph_operator)
+            operator = DiffGCNOperator.build(pos, edge_index, k=k, operator_scale=self.operator_scale)
+            return self.block(x, pos, edge_index, k=k, operator=operator)
         return self.block(x, pos, edge_index, k=k)
 
     def __repr__(self) -> str:

@@ -1,0 +1,256 @@
+r"""diffGCN's differential operators of one graph, built once and applied as a sparse product.
+
+The gradient and Laplacian features of :class:`~mgic_geo.nn.DiffGCNConv` are linear in the node
+features: for operator :math:`f` (three gradient components and the Laplacian) the feature of node
+:math:`i` is :math:`\sum_j w^f_{ij} x_j - x_i \sum_j w^f_{ij}`, with edge weights that depend on
+the graph and the positions only. :class:`DiffGCNOperator` stores the four operators side by side as
+one sparse CSR matrix :math:`S = [S_1 \, S_2 \, S_3 \, S_4]` of shape ``[N, 4 N]`` (``k + 1`` entries
+per row and operator: the neighbours and the diagonal :math:`-\sum_j w^f_{ij}`), and its transpose.
+
+Why: a diffGCN layer, and every level of an MGIC V-cycle, on one graph used to gather ``[N, k, C]``
+neighbour features and recompute the same edge weights; its backward scattered them back
+(``index_add_``). Built once per graph, the operator is shared by every level and every layer on
+that graph, and each application is one sparse-dense product (backward: the transposed product,
+with nothing stored for it). Because the operators act on nodes and the learned 1x1 mix acts on
+channels, they commute: :class:`~mgic_geo.nn.DiffGCNConv` first maps the input to the five feature
+blocks of the output width (mass and the four operators), then applies :math:`S` once to the four
+operator blocks; the output is the same sum in another order (tested to float tolerance, values and
+gradients), and no ``[N, 5 C]`` feature tensor is stored for backward.
+
+Measured (``mgic-geo bench modelnet``; numbers in ``docs/benchmarks.md``): the product over a
+32 x 1,024-point batch at 32 channels takes about 7 ms forward and 7 ms backward on the 2-core CPU,
+against about 25 ms forward for the gather and batched product it replaces (``/tmp``-free
+micro-benchmark figures are in the commit that introduced this module).
+
+Limits: positions that require a gradient (the weights would have to be differentiated),
+``torch.compile`` (sparse tensors break its graphs) and MAC counting (:func:`mgic_geo.complexity.profile`
+would count a sparse product as a dense one) use the gather formulation of
+:func:`~mgic_geo.nn.diffgcn.differential_features` instead; layers choose by :func:`operator_applies`.
+The CPU sparse kernels take float32 and float64 only, so half and bfloat16 features are multiplied
+in float32 and cast back.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mgic_geo.nn import cost
+
+EPSILON = 1e-12
+OPERATOR_SCALES = ("spacing", "derivative")
+OPERATORS = 4  # three gradient components and the Laplacian
+
+
+def check_operator_scale(operator_scale: str) -> str:
+    if operator_scale not in OPERATOR_SCALES:
+        raise ValueError(f"`operator_scale` must be one of {OPERATOR_SCALES}, got {operator_scale!r}")
+    return operator_scale
+
+
+def direction_weights(offsets: Tensor, operator_scale: str, neighbour_dim: int | None,
+                      target: Tensor | None = None, inverse_degree: Tensor | None = None) -> Tensor:
+    """``d / |d|^2`` per edge, times the target's mean neighbour distance for ``"spacing"``
+    (:mod:`mgic_geo.nn.diffgcn`). ``offsets`` is ``[N, k, 3]`` (``neighbour_dim=1``) or ``[E, 3]``
+    with ``target`` and ``inverse_degree``."""
+    squared = offsets.square().sum(-1, keepdim=True)
+    direction = offsets / (squared + EPSILON)
+    if operator_scale == "derivative":
+        return direction
+    distance = squared.sqrt()
+    if neighbour_dim is not None:
+        return direction * distance.mean(neighbour_dim, keepdim=True)
+    spacing = torch.zeros_like(inverse_degree).index_add_(0, target, distance[:, 0]) * inverse_degree
+    return direction * spacing[target, None]
+
+
+def edge_weights(pos: Tensor, edge_index: Tensor, k: int | None, operator_scale: str) -> Tensor:
+    """The four operators' weights of every edge: ``[N, k, 4]`` for a regular graph (``k``: ``k``
+    edges per node, node by node), else ``[E, 4]``; ``3 / deg * direction`` and ``1 / deg``."""
+    source, target = edge_index[0], edge_index[1]
+    if k is not None:
+        nodes = pos.shape[0]
+        offsets = pos.index_select(0, source).view(nodes, k, 3) - pos[:, None, :]
+        direction = direction_weights(offsets, operator_scale, 1)
+        return torch.cat([3.0 * direction, torch.ones_like(direction[..., :1])], dim=-1) / k
+    degree = torch.zeros(pos.shape[0], dtype=pos.dtype, device=pos.device).index_add_(
+        0, target, torch.ones_like(target, dtype=pos.dtype))
+    inverse_degree = 1.0 / degree.clamp(min=1)
+    direction = direction_weights(pos[source] - pos[target], operator_scale, None, target, inverse_degree)
+    return torch.cat([3.0 * direction, torch.ones_like(direction[:, :1])], dim=1) * inverse_degree[target, None]
+
+
+def operator_applies(pos: Tensor) -> bool:
+    """Whether the sparse operator may replace the gather formulation here (module docstring)."""
+    if pos.requires_grad and torch.is_grad_enabled():
+        return False
+    return not (torch.compiler.is_compiling() or cost.listening())
+
+
+def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+def _runs(keys: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """For sorted ``keys``: each node's entry count, where its run starts, and each entry's rank in its run."""
+    counts = torch.zeros(num_nodes, dtype=torch.int64, device=keys.device).index_add_(0, keys, torch.ones_like(keys))
+    starts = counts.cumsum(0) - counts
+    return counts, starts, torch.arange(keys.numel(), device=keys.device) - starts[keys]
+
+
+@dataclass(frozen=True, eq=False)
+class SparseMatrix:
+    """A constant sparse CSR matrix kept with its transpose, so that ``matrix @ x`` differentiates
+    in ``x`` as one transposed product, with nothing else stored for backward."""
+
+    matrix: Tensor
+    transpose: Tensor
+
+    @classmethod
+    def from_entries(cls, rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], *,
+                     rows_sorted: bool = False) -> SparseMatrix:
+        """The matrix with ``values[e]`` at ``(rows[e], cols[e])`` (duplicates add up)."""
+        matrix = _sorted_csr(rows, cols, values, shape, None if rows_sorted else torch.argsort(rows, stable=True))
+        transpose = _sorted_csr(cols, rows, values, shape[::-1], torch.argsort(cols, stable=True))
+        return cls(matrix, transpose)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.matrix.shape)
+
+    def __matmul__(self, dense: Tensor) -> Tensor:
+        if dense.dim() != 2 or dense.shape[0] != self.matrix.shape[1]:
+            raise ValueError(f"expected a dense [{self.matrix.shape[1]}, C] operand, got {tuple(dense.shape)}")
+        return _SparseProduct.apply(dense, self)
+
+
+def _sorted_csr(rows: Tensor, cols: Tensor, values: Tensor, shape, order: Tensor | None) -> Tensor:
+    if order is not None:
+        rows, cols, values = rows[order], cols[order], values[order]
+    counts = torch.zeros(shape[0], dtype=torch.int64, device=rows.device).index_add_(0, rows, torch.ones_like(rows))
+    return _csr(torch.cat([counts.new_zeros(1), counts.cumsum(0)]), cols, values, tuple(shape))
+
+
+def _operator_matrices(rows: Tensor, cols: Tensor, values: Tensor, num_nodes: int,
+                       rows_sorted: bool) -> SparseMatrix:
+    """The CSR matrix ``[N, 5 N]`` and its transpose from the graph's slots: slot ``e`` (an edge or a
+    node's diagonal) puts ``values[e, f]`` at row ``rows[e]``, column ``5 cols[e] + 1 + f`` for
+    operator ``f``; column ``5 n`` of row ``n`` holds the mass term, 1. Columns are node-major, so
+    ``S @ y.view(5 N, C)`` reads ``y [N, 5 C]`` (per node: mass, then the four operator blocks) as
+    it is laid out."""
+    device, slots = rows.device, rows.numel()
+    nodes = torch.arange(num_nodes, device=device)
+    operator = torch.arange(OPERATORS, device=device)
+    entries = OPERATORS * slots + num_nodes
+
+    def assemble(mass_at: Tensor, mass_col: Tensor, slot_at: Tensor, slot_cols: Tensor, slot_values: Tensor):
+        indices = torch.empty(entries, dtype=torch.int64, device=device)
+        data = torch.empty(entries, dtype=values.dtype, device=device)
+        indices[mass_at], data[mass_at] = mass_col, 1.0
+        indices[slot_at.flatten()], data[slot_at.flatten()] = slot_cols.flatten(), slot_values.flatten()
+        return indices, data
+
+    # Forward: row n is [mass, then each slot's four operators], slots in order.
+    order = None if rows_sorted else torch.argsort(rows, stable=True)
+    keys, others, vals = (rows, cols, values) if order is None else (rows[order], cols[order], values[order])
+    counts, starts, rank = _runs(keys, num_nodes)
+    row_start = OPERATORS * starts + nodes  # each earlier row also holds one mass entry
+    crow = torch.cat([row_start, row_start.new_full((1,), entries)])
+    slot_at = (row_start[keys] + 1 + OPERATORS * rank)[:, None] + operator
+    indices, data = assemble(row_start, 5 * nodes, slot_at, 5 * others[:, None] + 1 + operator, vals)
+    matrix = _csr(crow, indices, data, (num_nodes, 5 * num_nodes))
+
+    # Transpose: row (m, 0) is the mass entry; row (m, f) lists the slots of column m.
+    order = torch.argsort(cols, stable=True)
+    keys, others, vals = cols[order], rows[order], values[order]
+    counts, starts, rank = _runs(keys, num_nodes)
+    base = OPERATORS * starts + nodes
+    block_start = base[:, None] + 1 + operator * counts[:, None]  # [N, 4]
+    crow_t = torch.cat([torch.cat([base[:, None], block_start], 1).flatten(), base.new_full((1,), entries)])
+    slot_at = block_start[keys] + rank[:, None]
+    indices, data = assemble(base, nodes, slot_at, others[:, None].expand(-1, OPERATORS), vals)
+    transpose = _csr(crow_t, indices, data, (5 * num_nodes, num_nodes))
+    return SparseMatrix(matrix, transpose)
+
+
+@dataclass(frozen=True, eq=False)
+class DiffGCNOperator:
+    r"""The four differential operators of one graph as one sparse matrix (module docstring).
+
+    Build it with :meth:`build`; :class:`~mgic_geo.nn.DiffGCNConv`, ``DiffGCNNormAct`` and
+    :class:`~mgic_geo.nn.MGICConv` take it as ``operator=`` and then use it instead of
+    ``pos``/``edge_index`` (:class:`~mgic_geo.nn.MGICConv` builds one per call by itself and shares
+    it between its levels).
+
+    Attributes:
+        product: the :class:`SparseMatrix` ``[N, 5 N]``; column ``5 j`` of row ``i`` is the mass
+            term (1 where ``i = j``) and column ``5 j + f`` operator ``f``'s weight of node ``j``.
+        num_nodes: ``N``.
+        degree: edges per node counted in the MACs report (``k``, or the mean degree).
+
+    Shapes:
+        - **input of** ``__call__``: ``[N, 5, C]``, per node the mass block :math:`y_0` and the
+          four operator blocks :math:`y_1 .. y_4`
+        - **output:** ``[N, C]``, :math:`y_0 + \sum_f S_f y_f`
+    """
+
+    product: SparseMatrix
+    num_nodes: int
+    degree: float
+    operator_scale: str
+
+    @classmethod
+    def build(cls, pos: Tensor, edge_index: Tensor, *, k: int | None = None,
+              operator_scale: str = "spacing") -> DiffGCNOperator:
+        """The operator of the graph ``edge_index`` (``[2, E]``, source and target) over the points
+        ``pos`` (``[N, 3]``); ``k`` as :class:`~mgic_geo.nn.DiffGCNConv` (``k`` edges per node,
+        node by node: no sort for the forward matrix)."""
+        check_operator_scale(operator_scale)
+        nodes = pos.shape[0]
+        with torch.no_grad():
+            weights = edge_weights(pos, edge_index, k, operator_scale)  # [N, k, 4] or [E, 4]
+            node_range = torch.arange(nodes, device=pos.device)
+            if k is not None:  # slots node by node: k neighbours, then the diagonal
+                diagonal = -weights.sum(1, keepdim=True)
+                values = torch.cat([weights, diagonal], 1).flatten(0, 1)
+                rows = node_range.repeat_interleave(k + 1)
+                cols = torch.cat([edge_index[0].view(nodes, k), node_range[:, None]], 1).flatten()
+            else:
+                diagonal = torch.zeros(nodes, OPERATORS, dtype=weights.dtype, device=pos.device).index_add_(
+                    0, edge_index[1], -weights)
+                values = torch.cat([weights, diagonal])
+                rows, cols = torch.cat([edge_index[1], node_range]), torch.cat([edge_index[0], node_range])
+            product = _operator_matrices(rows, cols, values, nodes, rows_sorted=k is not None)
+        degree = float(k) if k is not None else edge_index.shape[1] / max(nodes, 1)
+        return cls(product, nodes, degree, operator_scale)
+
+    def __call__(self, y: Tensor) -> Tensor:
+        if y.dim() != 3 or y.shape[:2] != (self.num_nodes, OPERATORS + 1):
+            raise ValueError(f"expected blocks [{self.num_nodes}, {OPERATORS + 1}, C], got {tuple(y.shape)}")
+        cost.report("graph operators", int(self.num_nodes * y.shape[2] * self.degree * OPERATORS))
+        return self.product @ y.reshape((OPERATORS + 1) * self.num_nodes, y.shape[2])
+
+
+def _multiply(matrix: Tensor, dense: Tensor) -> Tensor:
+    compute = dense if dense.dtype in (torch.float32, torch.float64) else dense.float()
+    if matrix.dtype != compute.dtype:
+        matrix = matrix.to(compute.dtype)
+    with torch.autocast(dense.device.type, enabled=False):  # autocast would cast the product back to half
+        return (matrix @ compute.contiguous()).to(dense.dtype)
+
+
+class _SparseProduct(torch.autograd.Function):
+    """``S @ z`` with ``S^T @ grad`` as backward; nothing but the operator is kept for it."""
+
+    @staticmethod
+    def forward(ctx, dense: Tensor, sparse: SparseMatrix) -> Tensor:
+        ctx.sparse = sparse
+        return _multiply(sparse.matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _multiply(ctx.sparse.transpose, grad), None
