@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mgic_geo.core.grouped import grouped_channel_map
+from mgic_geo.core.grouped import grouped_maps_by_block
 from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.nn import cost
 from mgic_geo.nn.graph_operator import (
@@ -176,9 +176,8 @@ class DiffGCNConv(nn.Module):
         weight = self.mix.weight.view(groups, out_per_group, in_per_group, FEATURES_PER_CHANNEL).permute(0, 3, 1, 2)
         if groups == 1:
             blocks = x @ weight.reshape(FEATURES_PER_CHANNEL * out_per_group, in_per_group).t()
-        else:  # [N, groups, feature, out] -> [N, feature, groups, out]
-            blocks = grouped_channel_map(x, weight.reshape(groups, FEATURES_PER_CHANNEL * out_per_group, in_per_group))
-            blocks = blocks.view(-1, groups, FEATURES_PER_CHANNEL, out_per_group).transpose(1, 2)
+        else:
+            blocks = grouped_maps_by_block(x.contiguous(), weight)  # [N, feature, C_out]
         out = operator(blocks.reshape(x.shape[0], FEATURES_PER_CHANNEL, self.out_channels))
         return out if self.mix.bias is None else out + self.mix.bias
 
