@@ -29,14 +29,14 @@ def assert_same_values_and_gradients(make_output, reference_output, tensors):
     torch.testing.assert_close(torch.autograd.grad(out, tensors, grad), torch.autograd.grad(expected, tensors, grad))
 
 
-@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("channels, groups", [(8, 1), (8, 4), (64, 8)])  # (64, 8): two super-groups
 @pytest.mark.parametrize("operator_scale", ["spacing", "derivative"])
 @pytest.mark.parametrize("regular", [True, False])
-def test_operator_path_equals_the_gather_path_with_gradients(groups, operator_scale, regular):
+def test_operator_path_equals_the_gather_path_with_gradients(channels, groups, operator_scale, regular):
     torch.manual_seed(0)
     pos = torch.randn(3 * 40, 3, dtype=torch.float64)
-    x = torch.randn(3 * 40, 8, dtype=torch.float64, requires_grad=True)
-    conv = DiffGCNConv(8, 8, groups=groups, operator_scale=operator_scale).double()
+    x = torch.randn(3 * 40, channels, dtype=torch.float64, requires_grad=True)
+    conv = DiffGCNConv(channels, channels, groups=groups, operator_scale=operator_scale).double()
     if regular:
         edge_index, k = knn_graph(pos, 6, cloud_size=40), 6
     else:
