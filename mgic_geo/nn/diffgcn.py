@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mgic_geo.core.grouped import grouped_maps_by_block
+from mgic_geo.core.grouped import grouped_maps_by_supergroup
 from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.nn import cost
 from mgic_geo.nn.graph_operator import (
@@ -175,10 +175,11 @@ class DiffGCNConv(nn.Module):
         # stacked as [groups, feature, out, in].
         weight = self.mix.weight.view(groups, out_per_group, in_per_group, FEATURES_PER_CHANNEL).permute(0, 3, 1, 2)
         if groups == 1:
-            blocks = x @ weight.reshape(FEATURES_PER_CHANNEL * out_per_group, in_per_group).t()
-        else:
-            blocks = grouped_maps_by_block(x.contiguous(), weight)  # [N, feature, C_out]
-        out = operator(blocks.reshape(x.shape[0], FEATURES_PER_CHANNEL, self.out_channels))
+            out = operator((x @ weight.reshape(FEATURES_PER_CHANNEL * out_per_group, in_per_group).t()).view(
+                x.shape[0], FEATURES_PER_CHANNEL, self.out_channels))
+        else:  # one product per super-group of output channels: no transposed copy of the five maps
+            blocks = grouped_maps_by_supergroup(x, weight)  # [supergroups, N, feature, width]
+            out = torch.cat([operator(block) for block in blocks.unbind(0)], dim=1)
         return out if self.mix.bias is None else out + self.mix.bias
 
     def __repr__(self) -> str:

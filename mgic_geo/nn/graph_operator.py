@@ -148,10 +148,12 @@ def _operator_matrices(rows: Tensor, cols: Tensor, values: Tensor, num_nodes: in
     entries = OPERATORS * slots + num_nodes
 
     def assemble(mass_at: Tensor, mass_col: Tensor, slot_at: Tensor, slot_cols: Tensor, slot_values: Tensor):
-        indices = torch.empty(entries, dtype=torch.int64, device=device)
-        data = torch.empty(entries, dtype=values.dtype, device=device)
-        indices[mass_at], data[mass_at] = mass_col, 1.0
-        indices[slot_at.flatten()], data[slot_at.flatten()] = slot_cols.flatten(), slot_values.flatten()
+        # scatter_ rather than index assignment: several times faster on the CPU for these sizes
+        at = torch.cat([mass_at, slot_at.flatten()])
+        indices = torch.empty(entries, dtype=torch.int64, device=device).scatter_(
+            0, at, torch.cat([mass_col, slot_cols.flatten()]))
+        data = torch.empty(entries, dtype=values.dtype, device=device).scatter_(
+            0, at, torch.cat([torch.ones_like(mass_col, dtype=values.dtype), slot_values.flatten()]))
         return indices, data
 
     # Forward: row n is [mass, then each slot's four operators], slots in order.
