@@ -178,8 +178,7 @@ class DiffGCNConv(nn.Module):
             out = operator((x @ weight.reshape(FEATURES_PER_CHANNEL * out_per_group, in_per_group).t()).view(
                 x.shape[0], FEATURES_PER_CHANNEL, self.out_channels))
         else:  # one product per super-group of output channels: no transposed copy of the five maps
-            blocks = grouped_maps_by_supergroup(x, weight)  # [supergroups, N, feature, width]
-            out = torch.cat([operator(block) for block in blocks.unbind(0)], dim=1)
+            out = operator(grouped_maps_by_supergroup(x, weight))  # from [supergroups, N, feature, width]
         return out if self.mix.bias is None else out + self.mix.bias
 
     def __repr__(self) -> str:

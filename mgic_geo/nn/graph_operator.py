@@ -125,7 +125,7 @@ class SparseMatrix:
     def __matmul__(self, dense: Tensor) -> Tensor:
         if dense.dim() != 2 or dense.shape[0] != self.matrix.shape[1]:
             raise ValueError(f"expected a dense [{self.matrix.shape[1]}, C] operand, got {tuple(dense.shape)}")
-        return _SparseProduct.apply(dense, self)
+        return _SparseProduct.apply(dense[None], self)
 
 
 def _sorted_csr(rows: Tensor, cols: Tensor, values: Tensor, shape, order: Tensor | None) -> Tensor:
@@ -231,28 +231,57 @@ class DiffGCNOperator:
         return cls(product, nodes, degree, operator_scale)
 
     def __call__(self, y: Tensor) -> Tensor:
-        if y.dim() != 3 or y.shape[:2] != (self.num_nodes, OPERATORS + 1):
-            raise ValueError(f"expected blocks [{self.num_nodes}, {OPERATORS + 1}, C], got {tuple(y.shape)}")
-        cost.report("graph operators", int(self.num_nodes * y.shape[2] * self.degree * OPERATORS))
-        return self.product @ y.reshape((OPERATORS + 1) * self.num_nodes, y.shape[2])
+        """``[N, 5, C]`` -> ``[N, C]``; or ``[B, N, 5, w]`` (``B`` channel blocks, as a grouped map's
+        super-groups leave them) -> ``[N, B w]``, the blocks side by side."""
+        blocks = y[None] if y.dim() == 3 else y
+        if blocks.dim() != 4 or blocks.shape[1:3] != (self.num_nodes, OPERATORS + 1):
+            raise ValueError(f"expected blocks [{self.num_nodes}, {OPERATORS + 1}, C] or "
+                             f"[B, {self.num_nodes}, {OPERATORS + 1}, w], got {tuple(y.shape)}")
+        count, _, _, width = blocks.shape
+        cost.report("graph operators", int(self.num_nodes * count * width * self.degree * OPERATORS))
+        return _SparseProduct.apply(blocks.reshape(count, (OPERATORS + 1) * self.num_nodes, width), self.product)
 
 
-def _multiply(matrix: Tensor, dense: Tensor) -> Tensor:
+def _multiply(matrix: Tensor, dense: Tensor, out: Tensor | None = None) -> Tensor:
+    """``matrix @ dense``, into ``out`` when given. The CPU sparse kernels take float32 and float64
+    only: other dtypes are multiplied in float32."""
     compute = dense if dense.dtype in (torch.float32, torch.float64) else dense.float()
     if matrix.dtype != compute.dtype:
         matrix = matrix.to(compute.dtype)
+    if out is not None and out.dtype == compute.dtype:
+        result = out
+    else:  # addmm with beta=0 into an empty tensor: `matrix @ dense` would zero-fill its result first
+        result = compute.new_empty(matrix.shape[0], compute.shape[1])
     with torch.autocast(dense.device.type, enabled=False):  # autocast would cast the product back to half
-        return (matrix @ compute.contiguous()).to(dense.dtype)
+        torch.addmm(result, matrix, compute.contiguous(), beta=0, out=result)
+    if out is None:
+        return result.to(dense.dtype)
+    if result is not out:
+        out.copy_(result)
+    return out
 
 
 class _SparseProduct(torch.autograd.Function):
-    """``S @ z`` with ``S^T @ grad`` as backward; nothing but the operator is kept for it."""
+    """``S @ y_b`` for every block ``b`` of ``y`` (``[B, cols, w]``), side by side as ``[rows, B w]``;
+    backward ``S^T @ grad`` block by block, straight into one ``[B, cols, w]`` gradient (no stacking
+    copy). Nothing but the matrices is kept for it."""
 
     @staticmethod
-    def forward(ctx, dense: Tensor, sparse: SparseMatrix) -> Tensor:
-        ctx.sparse = sparse
-        return _multiply(sparse.matrix, dense)
+    def forward(blocks: Tensor, sparse: SparseMatrix) -> Tensor:
+        if blocks.shape[0] == 1:
+            return _multiply(sparse.matrix, blocks[0])
+        return torch.cat([_multiply(sparse.matrix, block) for block in blocks.unbind(0)], dim=1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return _multiply(ctx.sparse.transpose, grad), None
+        transpose = ctx.sparse.transpose
+        count, width = grad.shape[1] // ctx.width, ctx.width
+        result = grad.new_empty(count, transpose.shape[0], width)
+        for block in range(count):
+            _multiply(transpose, grad[:, block * width:(block + 1) * width], out=result[block])
+        return result, None
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        blocks, sparse = inputs
+        ctx.sparse, ctx.width = sparse, blocks.shape[2]
