@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
-from mgic_geo.core.grouped import to_channel_major
+from mgic_geo.core.grouped import to_channel_major, to_row_major
 from mgic_geo.core.norm import ChannelBatchNorm
 from mgic_geo.core.plan import ChannelHierarchy
 from mgic_geo.core.transfer import TransferOperator
@@ -169,7 +169,7 @@ class MGICBlock(nn.Module):
             y = self._run(self._up, j, fine[j], y, restricted[j], args, kwargs)
 
         if channel_major and layout_in.is_contiguous():
-            y = y.contiguous()
+            y = to_row_major(y)
         return y
 
     def _up(self, j: int, x: Tensor, y: Tensor, r: Tensor, args, kwargs) -> Tensor:

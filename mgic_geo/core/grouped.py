@@ -41,8 +41,27 @@ def is_channel_major(x: Tensor) -> bool:
 
 
 def to_channel_major(x: Tensor) -> Tensor:
-    """The same ``[N, C]`` values, stored channel by channel (a copy unless already so)."""
-    return x if is_channel_major(x) else x.t().contiguous().t()
+    """The same ``[N, C]`` values, stored channel by channel (a copy unless already so). Its
+    gradient comes back in ``x``'s layout."""
+    return x if is_channel_major(x) else _Relayout.apply(x, True)
+
+
+def to_row_major(x: Tensor) -> Tensor:
+    """The same ``[N, C]`` values, stored row by row (a copy unless already so). Its gradient comes
+    back in ``x``'s layout: elementwise backward passes (ReLU, sums of gradients) then read and
+    write one layout, several times faster on the CPU than mixing two."""
+    return x if x.is_contiguous() else _Relayout.apply(x, False)
+
+
+class _Relayout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, channel_major: bool) -> Tensor:
+        ctx.channel_major = channel_major
+        return x.t().contiguous().t() if channel_major else x.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return (grad.contiguous() if ctx.channel_major else to_channel_major(grad)), None
 
 
 def _channel_last_map(x: Tensor, weight: Tensor) -> Tensor:

@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from mgic_geo.core.grouped import _supergroup_size, block_diagonal, grouped_channel_map, is_channel_major, to_channel_major
+from mgic_geo.core.grouped import (
+    _supergroup_size,
+    block_diagonal,
+    grouped_channel_map,
+    grouped_maps_by_supergroup,
+    is_channel_major,
+    to_channel_major,
+    to_row_major,
+)
 
 
 def reference(x, weight):
@@ -71,3 +79,32 @@ def test_channel_major_nodes_give_channel_major_output():
     assert out.shape == (37, 32) and is_channel_major(out)
     assert to_channel_major(x) is x
     assert not is_channel_major(torch.randn(37, 64)) and not is_channel_major(torch.randn(1, 64).t().contiguous().t())
+
+
+def test_layout_changes_keep_values_and_send_gradients_back_in_the_input_layout():
+    row_major = torch.randn(6, 4, requires_grad=True)
+    channel_major = to_channel_major(row_major)
+    assert is_channel_major(channel_major) and torch.equal(channel_major, row_major)
+    back = to_row_major(channel_major * 2)
+    assert back.is_contiguous() and torch.equal(back, row_major * 2)
+    grad = torch.randn(6, 4)
+    (through_both,) = torch.autograd.grad(back, row_major, grad)
+    torch.testing.assert_close(through_both, 2 * grad)
+    # the gradient of to_row_major comes back channel-major, like its input
+    source = torch.randn(4, 6).t().requires_grad_()
+    captured = []
+    source_view = source * 1
+    source_view.register_hook(lambda g: captured.append(g))
+    to_row_major(source_view).backward(grad)
+    assert is_channel_major(captured[0]) and torch.equal(captured[0], grad)
+    assert to_row_major(row_major) is row_major and to_channel_major(channel_major) is channel_major
+
+
+@pytest.mark.parametrize("channels, groups", [(16, 2), (64, 8), (256, 32)])
+def test_maps_by_supergroup_equal_one_grouped_map_per_feature(channels, groups):
+    x = torch.randn(10, channels, dtype=torch.float64)
+    weight = torch.randn(groups, 5, 3, channels // groups, dtype=torch.float64)
+    blocks = grouped_maps_by_supergroup(x, weight)  # [supergroups, N, 5, width]
+    out = blocks.permute(1, 2, 0, 3).reshape(10, 5, -1)
+    for feature in range(5):
+        torch.testing.assert_close(out[:, feature], grouped_channel_map(x, weight[:, feature]))
