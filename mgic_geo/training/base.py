@@ -141,6 +141,8 @@ class RegistryTask(L.LightningModule):
     """
 
     net: nn.Module
+    # Read by Lightning's ThroughputMonitor (which `mgic-geo fit` adds); None: report no FLOP rates.
+    flops_per_batch: int | None = None
 
     def build_network(self) -> None:
         from mgic_geo.models import create_model

@@ -216,6 +216,8 @@ def _make_cli_class():
         def instantiate_trainer(self, **kwargs):
             from lightning.fabric.plugins import CheckpointIO
 
+            from lightning.pytorch.callbacks import ThroughputMonitor
+
             from mgic_geo.training.fault import Preemption, RandomState, SafeCheckpointIO
             from mgic_geo.training.plots import TrainingPlots
 
@@ -230,6 +232,10 @@ def _make_cli_class():
             kwargs["callbacks"] = callbacks + [RandomState(), Preemption()]
             if not any(isinstance(callback, TrainingPlots) for callback in callbacks):  # one configured wins
                 kwargs["callbacks"].append(TrainingPlots())
+            if not any(isinstance(callback, ThroughputMonitor) for callback in callbacks):
+                # train/device/samples_per_sec in the logs: over the last 20 batches, data loading included,
+                # validation excluded
+                kwargs["callbacks"].append(ThroughputMonitor(batch_size_fn=samples_in, window_size=20))
             if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
                 root = trainer_config.get("default_root_dir") or os.getcwd()
                 csv = CSVLogger(root, name="logs")
@@ -249,6 +255,14 @@ def _make_cli_class():
             return trainer
 
     return MGICLightningCLI
+
+
+def samples_in(batch) -> int:
+    """Samples in a batch: clouds of a PyG batch, images of an ``(images, targets)`` pair."""
+    if hasattr(batch, "num_graphs"):
+        return int(batch.num_graphs)
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0])
 
 
 def main(argv: list[str] | None = None) -> int:

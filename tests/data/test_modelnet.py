@@ -491,3 +491,27 @@ def test_a_root_with_only_a_test_split_is_tested_and_refuses_to_train(tmp_path):
     assert len(dm.test_set) == 20 and dm.split_files("train") == []
     with pytest.raises(ValueError, match=r"no train split: missing the folders .*bathtub/train"):
         ModelNet10DataModule(root=str(root), num_points=32, batch_size=4).setup("fit")
+
+
+def test_loaded_shapes_stay_in_memory_within_the_budget(synthetic, tmp_path, monkeypatch):
+    root = copy(synthetic, tmp_path)
+    dm = module(root)
+    cache = dm.train_set.cache
+    first = [cache.load(file) for file, _ in dm.train_set.files]
+    assert cache.loaded and cache.loaded_bytes == sum(t.numel() * t.element_size() for s in first for t in s.values())
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a cache entry was read from disk again")
+    monkeypatch.setattr(modelnet.torch, "load", no_reading)
+    again = [cache.load(file) for file, _ in dm.train_set.files]
+    assert all(a is b for a, b in zip(first, again))
+    monkeypatch.undo()
+    # a raw file edited during the run is read afresh (its entry path changes with size and mtime)
+    file = dm.train_set.files[0][0]
+    file.write_text(file.read_text().replace("OFF\n", "OFF\n# edited\n", 1))
+    assert cache.load(file) is not first[0]
+    # nothing is kept past the budget
+    monkeypatch.setattr(modelnet, "MEMORY_BYTES", 0)
+    fresh = modelnet.ShapeCache(cache.dir.parent, cache.data_dir)
+    fresh.load(dm.train_set.files[1][0])
+    assert not fresh.loaded and fresh.loaded_bytes == 0

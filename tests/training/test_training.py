@@ -88,6 +88,9 @@ def test_fit_test_validate_and_resume(tmp_path, restore_env, capsys):
     val_epochs = [int(r["epoch"]) for r in rows if r.get("val/overall_acc")]
     assert val_epochs == [0, 1, 2, 3, 4, 5]  # the held-out validation split (20 shapes) every epoch
     assert all(r.get("val/mean_class_acc") for r in rows if r.get("val/overall_acc"))
+    # Lightning's ThroughputMonitor: samples per second over the last 20 batches, data loading included
+    rates = [float(r["train/device/samples_per_sec"]) for r in rows if r.get("train/device/samples_per_sec")]
+    assert rates and all(rate > 0 for rate in rates)
     # best.ckpt: the first epoch with the highest validation accuracy
     accuracy = [float(r["val/overall_acc"]) for r in rows if r.get("val/overall_acc")]
     best_epoch = accuracy.index(max(accuracy))
