@@ -136,34 +136,42 @@ def _sorted_csr(rows: Tensor, cols: Tensor, values: Tensor, shape, order: Tensor
 
 
 def _operator_matrices(rows: Tensor, cols: Tensor, values: Tensor, num_nodes: int,
-                       rows_sorted: bool) -> SparseMatrix:
+                       slots_per_node: int | None) -> SparseMatrix:
     """The CSR matrix ``[N, 5 N]`` and its transpose from the graph's slots: slot ``e`` (an edge or a
     node's diagonal) puts ``values[e, f]`` at row ``rows[e]``, column ``5 cols[e] + 1 + f`` for
     operator ``f``; column ``5 n`` of row ``n`` holds the mass term, 1. Columns are node-major, so
     ``S @ y.view(5 N, C)`` reads ``y [N, 5 C]`` (per node: mass, then the four operator blocks) as
-    it is laid out."""
+    it is laid out. ``slots_per_node``: the slots come node by node, that many each (no sorting)."""
     device, slots = rows.device, rows.numel()
     nodes = torch.arange(num_nodes, device=device)
     operator = torch.arange(OPERATORS, device=device)
     entries = OPERATORS * slots + num_nodes
+    ones = torch.ones(num_nodes, dtype=values.dtype, device=device)
 
     def assemble(mass_at: Tensor, mass_col: Tensor, slot_at: Tensor, slot_cols: Tensor, slot_values: Tensor):
-        # scatter_ rather than index assignment: several times faster on the CPU for these sizes
-        at = torch.cat([mass_at, slot_at.flatten()])
-        indices = torch.empty(entries, dtype=torch.int64, device=device).scatter_(
-            0, at, torch.cat([mass_col, slot_cols.flatten()]))
-        data = torch.empty(entries, dtype=values.dtype, device=device).scatter_(
-            0, at, torch.cat([torch.ones_like(mass_col, dtype=values.dtype), slot_values.flatten()]))
+        # two scatter_ calls: several times faster on the CPU than index assignment, and no cat
+        slot_at = slot_at.flatten()
+        indices = torch.empty(entries, dtype=torch.int64, device=device)
+        indices.scatter_(0, mass_at, mass_col).scatter_(0, slot_at, slot_cols.flatten())
+        data = torch.empty(entries, dtype=values.dtype, device=device)
+        data.scatter_(0, mass_at, ones).scatter_(0, slot_at, slot_values.flatten())
         return indices, data
 
     # Forward: row n is [mass, then each slot's four operators], slots in order.
-    order = None if rows_sorted else torch.argsort(rows, stable=True)
-    keys, others, vals = (rows, cols, values) if order is None else (rows[order], cols[order], values[order])
-    counts, starts, rank = _runs(keys, num_nodes)
-    row_start = OPERATORS * starts + nodes  # each earlier row also holds one mass entry
-    crow = torch.cat([row_start, row_start.new_full((1,), entries)])
-    slot_at = (row_start[keys] + 1 + OPERATORS * rank)[:, None] + operator
-    indices, data = assemble(row_start, 5 * nodes, slot_at, 5 * others[:, None] + 1 + operator, vals)
+    if slots_per_node is not None:  # already in row order: lay the rows out directly
+        per_row = 1 + OPERATORS * slots_per_node
+        crow = torch.arange(0, entries + 1, per_row, device=device)
+        indices = torch.cat([5 * nodes[:, None], (5 * cols.view(num_nodes, slots_per_node, 1) + 1 + operator)
+                             .view(num_nodes, -1)], 1).flatten()
+        data = torch.cat([ones[:, None], values.view(num_nodes, -1)], 1).flatten()
+    else:
+        order = torch.argsort(rows, stable=True)
+        keys, others, vals = rows[order], cols[order], values[order]
+        counts, starts, rank = _runs(keys, num_nodes)
+        row_start = OPERATORS * starts + nodes  # each earlier row also holds one mass entry
+        crow = torch.cat([row_start, row_start.new_full((1,), entries)])
+        slot_at = (row_start[keys] + 1 + OPERATORS * rank)[:, None] + operator
+        indices, data = assemble(row_start, 5 * nodes, slot_at, 5 * others[:, None] + 1 + operator, vals)
     matrix = _csr(crow, indices, data, (num_nodes, 5 * num_nodes))
 
     # Transpose: row (m, 0) is the mass entry; row (m, f) lists the slots of column m.
@@ -226,7 +234,7 @@ class DiffGCNOperator:
                     0, edge_index[1], -weights)
                 values = torch.cat([weights, diagonal])
                 rows, cols = torch.cat([edge_index[1], node_range]), torch.cat([edge_index[0], node_range])
-            product = _operator_matrices(rows, cols, values, nodes, rows_sorted=k is not None)
+            product = _operator_matrices(rows, cols, values, nodes, None if k is None else k + 1)
         degree = float(k) if k is not None else edge_index.shape[1] / max(nodes, 1)
         return cls(product, nodes, degree, operator_scale)
 
