@@ -4,6 +4,8 @@ Runs, each through its own command so the report shows exactly what a user can r
 
 * ``mgic-geo bench block``: dense block vs grouped level block vs MGIC block, time, peak memory
   and memory-traffic floor over the widths;
+* ``mgic-geo bench block --compile`` (section ``block_compiled``): the same at c = 1,024 on node
+  features with every block compiled by ``torch.compile`` (fused elementwise kernels);
 * ``mgic-geo bench grouped``: the formulations of the grouped 1x1 channel map;
 * ``mgic-geo bench knn`` at its defaults (32 clouds of 1024 points, D = 3 and 64, k = 10 and 20),
   then at every ``N`` of ``--knn-sizes`` (``--knn-batch`` clouds, 3-D points, k = 10) for the
@@ -32,9 +34,11 @@ from typing import Sequence
 
 from mgic_geo.experiments.report import prepare_output_dir
 
-SECTIONS = ("block", "grouped", "knn", "modelnet")
+SECTIONS = ("block", "block_compiled", "grouped", "knn", "modelnet")
+COMMAND = {"block_compiled": "block"}  # sections that run another section's command with other options
 FULL = {
     "block": [],
+    "block_compiled": ["--widths", "1024", "--cases", "graph", "--compile", "--no-progress"],
     "grouped": [],
     "knn": [],
     "modelnet": ["--steps", "5"],
@@ -42,6 +46,8 @@ FULL = {
 QUICK = {
     "block": ["--widths", "32", "--nodes", "256", "--batch", "2", "--size", "8", "--repeats", "1",
               "--no-progress"],
+    "block_compiled": ["--widths", "32", "--cases", "graph", "--nodes", "256", "--repeats", "1", "--compile",
+                       "--no-progress"],
     "grouped": ["--channels", "64", "--nodes", "256", "--batch", "2", "--size", "8", "--repeats", "1"],
     "knn": ["--batch", "2", "--points", "64", "--k", "4", "--dims", "3", "--repeats", "1"],
     "modelnet": ["--models", "mgic_diffgcn", "dgcnn_pyg_example", "--batch", "2", "--points", "128", "--steps", "1"],
@@ -116,6 +122,50 @@ def headline(block: list[dict], knn: list[dict], modelnet: list[dict]) -> list[s
     return lines
 
 
+def _headline_figures(block: list[dict], knn: list[dict], modelnet: list[dict]) -> dict[str, float]:
+    """The figures :func:`comparison` sets side by side, by name."""
+    figures = {}
+    for device in sorted({row["device"] for row in block}):
+        for case in ("graph", "image"):
+            rows = [r for r in block if r["device"] == device and r["case"] == case]
+            if rows:
+                widest = max(rows, key=lambda r: int(r["c"]))
+                name = f"MGIC block, {case}, c = {widest['c']} ({device})"
+                figures[f"{name}: MGIC ms"] = float(widest["MGIC ms"])
+                figures[f"{name}: time dense/MGIC"] = float(widest["speed-up (dense/MGIC)"])
+                figures[f"{name}: peak memory dense/MGIC"] = float(widest["memory ratio (dense/MGIC)"])
+    for row in knn:
+        if not row.get("method", "").startswith("ours") and _number(row.get("time / ours")) is not None:
+            figures[f"kNN D = {row['D']}, k = {row['k']} ({row['device']}): {row['method']} time / ours"] = float(
+                row["time / ours"])
+    by_model = {(r["device"], r["model"]): r for r in modelnet}
+    for (device, model), row in sorted(by_model.items()):
+        figures[f"ModelNet-10 training ({device}): {model} samples/s"] = float(row["samples / s"])
+        theirs = by_model.get((device, "dgcnn_pyg_example"))
+        if theirs and model != "dgcnn_pyg_example":
+            figures[f"ModelNet-10 training ({device}): {model} / dgcnn_pyg_example samples/s"] = (
+                float(row["samples / s"]) / float(theirs["samples / s"]))
+    return figures
+
+
+def comparison(previous: Path, block: list[dict], knn: list[dict], modelnet: list[dict]) -> list[str]:
+    """Markdown table of the headline figures of an earlier report's tables (``previous/<name>/<name>.csv``)
+    beside this run's; figures missing from either are left out."""
+    def tables(name: str) -> list[dict]:
+        path = Path(previous) / name / f"{name}.csv"
+        return read_csv(path) if path.is_file() else []
+
+    before = _headline_figures(tables("block"), tables("knn"), tables("modelnet"))
+    now = _headline_figures(block, knn, modelnet)
+    shared = [name for name in now if name in before]
+    if not shared:
+        return []
+    lines = ["| figure | previous | now | now / previous |", "|---|---|---|---|"]
+    lines += [f"| {name} | {before[name]:.4g} | {now[name]:.4g} | {now[name] / before[name]:.3g} |"
+              for name in shared if before[name]]
+    return lines
+
+
 def _log_log(axis, xlabel: str, ylabel: str, title: str) -> None:
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
@@ -173,8 +223,13 @@ def plot_knn(rows: list[dict], path: Path) -> Path:
 
 
 def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn_batch: int = 1,
-              knn_sizes: Sequence[int] | None = None, sections: Sequence[str] = SECTIONS) -> Path:
-    """Run the benchmarks and write ``<out>/benchmarks.md``; returns its path."""
+              knn_sizes: Sequence[int] | None = None, sections: Sequence[str] = SECTIONS,
+              previous: str | Path | None = None) -> Path:
+    """Run the benchmarks and write ``<out>/benchmarks.md``; returns its path. ``previous``: a folder
+    with an earlier run's ``<name>/<name>.csv`` tables, whose headline figures the report shows
+    beside this run's."""
+    if previous is not None and not Path(previous).is_dir():
+        raise ValueError(f"`--previous` must be a folder of earlier benchmark tables, got {str(previous)!r}")
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:
         raise ValueError(f"`--sections` must be some of {', '.join(SECTIONS)}, got {list(sections)!r}")
@@ -189,7 +244,7 @@ def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn
     commands, tables = [], {}
     for name in sections:
         folder = out / "bench" / name
-        argv = ["bench", name, *options[name], "--out", str(folder)]
+        argv = ["bench", COMMAND.get(name, name), *options[name], "--out", str(folder)]
         if name != "grouped":
             argv += ["--device", device]
         _run_command(argv)
@@ -207,6 +262,7 @@ def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn
             knn_by_size += [r | {"N": points} for r in read_csv(folder / "knn.csv") if r["status"] == "ok"]
 
     block = read_csv(tables["block"] / "block.csv") if "block" in tables else []
+    compiled = read_csv(tables["block_compiled"] / "block.csv") if "block_compiled" in tables else []
     knn = read_csv(tables["knn"] / "knn.csv") if "knn" in tables else []
     modelnet = read_csv(tables["modelnet"] / "modelnet.csv") if "modelnet" in tables else []
     figures = []
@@ -231,11 +287,21 @@ def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn
         "## Headline",
         "",
     ]
-    parts += [f"- {line}" for line in headline(block, knn, modelnet)] or ["- (no benchmark with a headline ran)"]
+    lines = headline(block, knn, modelnet)
+    lines += [line.replace("MGIC block vs dense block,", "Compiled MGIC block vs compiled dense block,")
+              .split("; MGIC moves")[0] for line in headline(compiled, [], [])]
+    parts += [f"- {line}" for line in lines] or ["- (no benchmark with a headline ran)"]
+    compared = comparison(Path(previous), block, knn, modelnet) if previous is not None else []
+    if compared:
+        parts += ["", f"## Compared with the previous report ({Path(previous).as_posix()})", "",
+                  "The same figures from the tables of an earlier run (its machine and load are in its own report "
+                  "there); above 1 in the last column means the figure grew.", ""] + compared
     for title, path in figures:
         parts += ["", f"![{title}]({path.relative_to(out).as_posix()})"]
     for name, folder in tables.items():
-        text = (folder / f"{name}.md").read_text().rstrip()
+        text = (folder / f"{COMMAND.get(name, name)}.md").read_text().rstrip()
+        if name == "block_compiled":
+            text = text.replace("## Dense block vs MGIC block:", "## Compiled (torch.compile) dense block vs MGIC block:")
         parts += ["", "#" + text if text.startswith("## ") else text]
     if knn_by_size:
         parts += ["", "## kNN against the points per cloud", "",
@@ -254,6 +320,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when available), cpu or cuda")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), metavar="NAME",
                         help=f"benchmarks to run (default: all of {', '.join(SECTIONS)})")
+    parser.add_argument("--previous", default=None, metavar="DIR",
+                        help="an earlier run's tables (<DIR>/block/block.csv, ...) to compare the headline figures with")
     parser.add_argument("--knn-batch", type=int, default=1, help="clouds per kNN call in the kNN-vs-N runs (default: 1)")
     parser.add_argument("--knn-sizes", type=int, nargs="+", default=None, metavar="N",
                         help=f"points per cloud of the kNN-vs-N runs (default: {' '.join(map(str, KNN_SIZES))})")
@@ -261,6 +329,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = bench_all(args.out, quick=args.quick, device=args.device, knn_batch=args.knn_batch,
-                       knn_sizes=args.knn_sizes, sections=args.sections)
+                       knn_sizes=args.knn_sizes, sections=args.sections, previous=args.previous)
     print(f"wrote {report}")
     return 0

@@ -137,9 +137,10 @@ class Measurement:
     seed: int
     num_threads: int
     checkpoint: bool = False
+    compile: bool = False
 
     def describe(self) -> str:
-        return f"{self.device} {self.case} c={self.width} {self.variant}"
+        return f"{self.device} {self.case} c={self.width} {self.variant}{' compiled' if self.compile else ''}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,6 +203,8 @@ def _prepare(spec: Measurement) -> tuple[nn.Module, Tensor, Tensor]:
     block = build_block(spec.case, spec.variant, spec.width, group_size=spec.group_size, coarsest=spec.coarsest,
                         checkpoint=spec.checkpoint)
     block = block.to(device).train()
+    if spec.compile:  # compiled in the first warm-up pass
+        block = torch.compile(block)
     # Reseed so the input does not depend on how many numbers the block's init drew: dense and
     # MGIC see the same input.
     torch.manual_seed(spec.seed + 1)
@@ -219,7 +222,7 @@ def _describe_block(spec: Measurement, block: nn.Module) -> dict:
     return {
         "params": count_parameters(block),
         "macs": count_macs(spec),
-        "levels": len(block.widths) if isinstance(block, MGICBlock) else 1,
+        "levels": len(block.widths) if isinstance(getattr(block, "_orig_mod", block), MGICBlock) else 1,
     }
 
 
@@ -241,6 +244,8 @@ def _time_cpu(spec: Measurement) -> dict:
 
 
 def _traffic(block: nn.Module, x: Tensor, grad_output: Tensor) -> dict:
+    if hasattr(block, "_orig_mod"):  # compiled kernels are not ATen operators: nothing to count
+        return {"traffic_bytes": float("nan"), "bandwidth": measure_bandwidth(x.device)}
     traffic = count_traffic(lambda: _forward_backward(block, x, grad_output))
     _drop_gradients(block, x)
     return {"traffic_bytes": traffic.total, "bandwidth": measure_bandwidth(x.device)}
@@ -346,6 +351,7 @@ def bench_block(
     device: str = "auto",
     channels_last: bool = False,
     checkpoint: bool = False,
+    compile: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> list[dict]:
@@ -365,6 +371,7 @@ def bench_block(
             device=dev, case=case, variant=variant, width=width, nodes=nodes, batch=batch, size=size,
             group_size=group_size, coarsest=coarsest, warmup=warmup, repeats=repeats,
             channels_last=channels_last, seed=seed, num_threads=num_threads, checkpoint=checkpoint,
+            compile=compile,
         )
         for dev in devices
         for case in cases
@@ -452,7 +459,8 @@ def machine_description(devices: Sequence[str]) -> str:
 
 
 def method_notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, nodes: int, batch: int,
-                 size: int, channels_last: bool, devices: Sequence[str], checkpoint: bool = False) -> list[str]:
+                 size: int, channels_last: bool, devices: Sequence[str], checkpoint: bool = False,
+                 compile: bool = False) -> list[str]:
     """The printed and saved notes: what was measured and how."""
     lines = [
         f"graph: node features [{nodes}, c], dense = ChannelMixNormAct(c, 1) (1x1 mix + BN + ReLU); "
@@ -465,6 +473,10 @@ def method_notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, n
         f"time: median of {repeats} forward+backward passes after {warmup} warm-up pass(es), train mode, "
         "input requires grad, backward with a ones gradient; ratios > 1 favour MGIC.",
     ]
+    if compile:
+        lines.append("compiled: every block (dense, grouped and MGIC alike) wrapped in torch.compile (inductor, "
+                     "default mode), compiled during the warm-up passes; GiB moved is not counted for compiled "
+                     "kernels (n/a).")
     if "cpu" in devices:
         lines.append(
             "CPU peak memory: each (case, c, variant) is timed in one fresh process and measured for memory in "
@@ -509,6 +521,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last images and weights")
     parser.add_argument("--checkpoint", action="store_true",
                         help="MGIC block with checkpoint=True (recomputes each level in backward, less memory)")
+    parser.add_argument("--compile", action="store_true",
+                        help="wrap every block in torch.compile (compiled in the warm-up passes)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--out", default="outputs/bench",
                         help="writes block.md and block.csv here (default: %(default)s)")
@@ -520,6 +534,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(
         nodes=args.nodes, batch=args.batch, size=args.size, group_size=args.group_size,
         coarsest=args.coarsest, channels_last=args.channels_last, checkpoint=args.checkpoint,
+        compile=args.compile,
     )
     _validate(args.widths, args.cases, args.nodes, args.batch, args.size, args.group_size, args.coarsest,
               args.repeats, args.warmup, args.seed)

@@ -30,7 +30,30 @@ def test_headline_reads_the_modelnet_ratio():
 
 def test_versions_and_bad_sections(tmp_path, capsys):
     assert "lightning " in library_versions()
-    with pytest.raises(ValueError, match=r"`--sections` must be some of block, grouped, knn, modelnet, got \['gpu'\]"):
+    with pytest.raises(ValueError, match=r"`--sections` must be some of block, block_compiled, grouped, knn, modelnet, got \['gpu'\]"):
         bench_all(tmp_path, sections=("gpu",))
     assert main(["bench", "all", "--sections", "gpu", "--out", str(tmp_path)]) == 2
     assert "mgic-geo: error: `--sections` must be some of" in capsys.readouterr().err
+
+
+def test_comparison_with_a_previous_report(tmp_path):
+    import csv
+
+    from mgic_geo.bench.all import comparison
+
+    previous = tmp_path / "before"
+    (previous / "modelnet").mkdir(parents=True)
+    with (previous / "modelnet" / "modelnet.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["device", "model", "samples / s"])
+        writer.writeheader()
+        writer.writerows([{"device": "cpu", "model": "mgic_diffgcn", "samples / s": "15"},
+                          {"device": "cpu", "model": "dgcnn_pyg_example", "samples / s": "3"}])
+    now = [{"device": "cpu", "model": "mgic_diffgcn", "samples / s": "60"},
+           {"device": "cpu", "model": "dgcnn_pyg_example", "samples / s": "4"}]
+    lines = comparison(previous, [], [], now)
+    assert lines[0] == "| figure | previous | now | now / previous |"
+    assert "| ModelNet-10 training (cpu): mgic_diffgcn samples/s | 15 | 60 | 4 |" in lines
+    assert "| ModelNet-10 training (cpu): mgic_diffgcn / dgcnn_pyg_example samples/s | 5 | 15 | 3 |" in lines
+    assert comparison(tmp_path / "empty", [], [], now) == []
+    with pytest.raises(ValueError, match="`--previous` must be a folder of earlier benchmark tables"):
+        bench_all(tmp_path / "out", previous=tmp_path / "missing")

@@ -160,3 +160,15 @@ def test_checkpoint_option_reaches_the_mgic_block_only():
     notes = bench.method_notes(warmup=1, repeats=1, group_size=8, coarsest=16, nodes=8, batch=1, size=4,
                                channels_last=False, devices=["cpu"], checkpoint=True)
     assert "checkpoint=True" in notes[0]
+
+
+def test_compiled_measurements_wrap_the_block_and_count_no_traffic():
+    measured = spec("graph", "mgic", 32, compile=True)
+    block, x, grad_output = bench._prepare(measured)
+    assert hasattr(block, "_orig_mod") and isinstance(block._orig_mod, bench.MGICBlock)
+    assert "compiled" in measured.describe()
+    assert bench._describe_block(measured, block)["levels"] == len(block._orig_mod.widths)
+    assert math.isnan(bench._traffic(block, x, grad_output)["traffic_bytes"])
+    notes = bench.method_notes(warmup=1, repeats=1, group_size=8, coarsest=16, nodes=8, batch=1, size=4,
+                               channels_last=False, devices=["cpu"], compile=True)
+    assert any("torch.compile" in line for line in notes)
