@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -102,21 +103,31 @@ def _runs(keys: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
     return counts, starts, torch.arange(keys.numel(), device=keys.device) - starts[keys]
 
 
-@dataclass(frozen=True, eq=False)
 class SparseMatrix:
-    """A constant sparse CSR matrix kept with its transpose, so that ``matrix @ x`` differentiates
-    in ``x`` as one transposed product, with nothing else stored for backward."""
+    """A constant sparse CSR matrix and its transpose, so that ``matrix @ x`` differentiates in
+    ``x`` as one transposed product, with nothing else stored for backward. The transpose is
+    built by ``transpose_builder`` when first needed: evaluation without gradients never builds it.
+    """
 
-    matrix: Tensor
-    transpose: Tensor
+    def __init__(self, matrix: Tensor, transpose_builder: Callable[[], Tensor]):
+        self.matrix = matrix
+        self._transpose_builder: Callable[[], Tensor] | None = transpose_builder
+        self._transpose: Tensor | None = None
+
+    @property
+    def transpose(self) -> Tensor:
+        if self._transpose is None:
+            with torch.no_grad():
+                self._transpose = self._transpose_builder()
+            self._transpose_builder = None  # drop what it holds
+        return self._transpose
 
     @classmethod
     def from_entries(cls, rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], *,
                      rows_sorted: bool = False) -> SparseMatrix:
         """The matrix with ``values[e]`` at ``(rows[e], cols[e])`` (duplicates add up)."""
         matrix = _sorted_csr(rows, cols, values, shape, None if rows_sorted else torch.argsort(rows, stable=True))
-        transpose = _sorted_csr(cols, rows, values, shape[::-1], torch.argsort(cols, stable=True))
-        return cls(matrix, transpose)
+        return cls(matrix, lambda: _sorted_csr(cols, rows, values, shape[::-1], torch.argsort(cols, stable=True)))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -174,16 +185,17 @@ def _operator_matrices(rows: Tensor, cols: Tensor, values: Tensor, num_nodes: in
         indices, data = assemble(row_start, 5 * nodes, slot_at, 5 * others[:, None] + 1 + operator, vals)
     matrix = _csr(crow, indices, data, (num_nodes, 5 * num_nodes))
 
-    # Transpose: row (m, 0) is the mass entry; row (m, f) lists the slots of column m.
-    order = torch.argsort(cols, stable=True)
-    keys, others, vals = cols[order], rows[order], values[order]
-    counts, starts, rank = _runs(keys, num_nodes)
-    base = OPERATORS * starts + nodes
-    block_start = base[:, None] + 1 + operator * counts[:, None]  # [N, 4]
-    crow_t = torch.cat([torch.cat([base[:, None], block_start], 1).flatten(), base.new_full((1,), entries)])
-    slot_at = block_start[keys] + rank[:, None]
-    indices, data = assemble(base, nodes, slot_at, others[:, None].expand(-1, OPERATORS), vals)
-    transpose = _csr(crow_t, indices, data, (5 * num_nodes, num_nodes))
+    def transpose() -> Tensor:  # row (m, 0) is the mass entry; row (m, f) lists the slots of column m
+        order = torch.argsort(cols, stable=True)
+        keys, others, vals = cols[order], rows[order], values[order]
+        counts, starts, rank = _runs(keys, num_nodes)
+        base = OPERATORS * starts + nodes
+        block_start = base[:, None] + 1 + operator * counts[:, None]  # [N, 4]
+        crow_t = torch.cat([torch.cat([base[:, None], block_start], 1).flatten(), base.new_full((1,), entries)])
+        slot_at = block_start[keys] + rank[:, None]
+        indices, data = assemble(base, nodes, slot_at, others[:, None].expand(-1, OPERATORS), vals)
+        return _csr(crow_t, indices, data, (5 * num_nodes, num_nodes))
+
     return SparseMatrix(matrix, transpose)
 
 

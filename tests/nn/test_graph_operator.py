@@ -145,3 +145,16 @@ def test_a_mismatched_operator_is_refused():
         operator(torch.randn(20, 4, 3))
     with pytest.raises(ValueError, match="`operator_scale` must be one of"):
         DiffGCNOperator.build(pos, edge_index, operator_scale="metres")
+
+
+def test_the_transpose_is_built_only_for_a_backward_pass():
+    pos = torch.randn(40, 3)
+    edge_index = knn_graph(pos, 5)
+    conv = DiffGCNConv(6, 6)
+    operator = DiffGCNOperator.build(pos, edge_index, k=5)
+    with torch.no_grad():
+        conv(torch.randn(40, 6), pos, edge_index, k=5, operator=operator)
+    assert operator.product._transpose is None
+    x = torch.randn(40, 6, requires_grad=True)
+    conv(x, pos, edge_index, k=5, operator=operator).sum().backward()
+    assert operator.product._transpose is not None and x.grad is not None
