@@ -44,6 +44,7 @@ from mgic_geo.models.clouds import Clouds, neighbourhood_mean
 from mgic_geo.models.heads import check_network_args, classifier, pointwise, widening_groups
 from mgic_geo.models.registry import register_model
 from mgic_geo.nn import DiffGCNNormAct, MGICConv
+from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
 from mgic_geo.validation import check_int
 
 STAGES = (32, 64, 128, 256)  # widths; every stage after the first halves the points
@@ -95,7 +96,7 @@ class DiffGCNNet(nn.Module):
             raise ValueError("`widths` must list at least one stage width")
         if graph not in GRAPHS:
             raise ValueError(f"`graph` must be one of {GRAPHS}, got {graph!r}")
-        self.k, self.num_points, self.graph = k, num_points, graph
+        self.k, self.num_points, self.graph, self.operator_scale = k, num_points, graph, operator_scale
         self.stem = DiffGCNNormAct(3, widths[0], operator_scale=operator_scale)
         self.widen, self.blocks = nn.ModuleList(), nn.ModuleList()
         in_channels = widths[0]
@@ -115,7 +116,8 @@ class DiffGCNNet(nn.Module):
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         clouds = Clouds.of(pos, batch, self.num_points)
         graph = clouds.knn(pos, self.k)
-        x = self.stem(pos, pos, graph, k=clouds.regular_degree(self.k))
+        operator = self._operator(pos, graph, clouds)  # shared by the stem and the first stage's block
+        x = self.stem(pos, pos, graph, k=clouds.regular_degree(self.k), operator=operator)
         for stage, (widen, block) in enumerate(zip(self.widen, self.blocks)):
             if stage:
                 degree = clouds.regular_degree(self.k)  # of the graph the last block used
@@ -123,11 +125,20 @@ class DiffGCNNet(nn.Module):
                 x, pos = neighbourhood_mean(x, graph, index, degree), pos[index]
                 if self.graph == "static":
                     graph = clouds.knn(pos, self.k)
+                    operator = self._operator(pos, graph, clouds)
             x = widen(x)
             if self.graph == "dynamic":
                 graph = clouds.knn(x, self.k)
-            x = block(x, pos, graph, k=clouds.regular_degree(self.k))
+                operator = self._operator(pos, graph, clouds)
+            x = block(x, pos, graph, k=clouds.regular_degree(self.k), operator=operator)
         return self.head(clouds.global_pool(x))
+
+    def _operator(self, pos: Tensor, graph: Tensor, clouds: Clouds) -> DiffGCNOperator | None:
+        """The graph's diffGCN operator, built once for every layer on it (None where layers use the
+        gather formulation: :func:`~mgic_geo.nn.graph_operator.operator_applies`)."""
+        if not operator_applies(pos):
+            return None
+        return DiffGCNOperator.build(pos, graph, k=clouds.regular_degree(self.k), operator_scale=self.operator_scale)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, graph={self.graph!r}, num_points={self.num_points}"

@@ -159,12 +159,25 @@ class DiffGCNConv(nn.Module):
             raise ValueError(f"expected edge_index [2, E], got {tuple(edge_index.shape)}")
         if operator is not None:
             check_operator(operator, x.shape[0], self.operator_scale)
-        # Mixing first and operating on the output width costs less only when it is not wider.
-        if self.out_channels <= self.in_channels and operator_applies(pos):
-            if operator is None:
-                operator = DiffGCNOperator.build(pos, edge_index, k=k, operator_scale=self.operator_scale)
-            return self._mix_then_operate(x, operator)
-        return self.mix(differential_features(x, pos, edge_index, k, operator_scale=self.operator_scale))
+        if not operator_applies(pos):
+            return self.mix(differential_features(x, pos, edge_index, k, operator_scale=self.operator_scale))
+        if operator is None:
+            operator = DiffGCNOperator.build(pos, edge_index, k=k, operator_scale=self.operator_scale)
+        # The sparse product runs over C_out channels after the mix, or over 5 C_in before it.
+        if FEATURES_PER_CHANNEL * self.in_channels < self.out_channels:
+            return self.mix(self._features(x, operator))
+        return self._mix_then_operate(x, operator)
+
+    @staticmethod
+    def _features(x: Tensor, operator: DiffGCNOperator) -> Tensor:
+        """``[N, C]`` -> ``[N, 5 C]`` laid out (channel, feature), as :func:`differential_features`:
+        one product of the operator with ``x`` placed in each feature's block (``[N, 5, 5 C]``,
+        block-diagonal), cheap for the few input channels of a stem."""
+        nodes, channels = x.shape
+        eye = torch.eye(FEATURES_PER_CHANNEL, dtype=x.dtype, device=x.device)
+        spread = (x[:, None, None, :] * eye[None, :, :, None]).reshape(nodes, FEATURES_PER_CHANNEL, -1)
+        features = operator(spread)  # [N, 5 C] laid out (feature, channel)
+        return features.view(nodes, FEATURES_PER_CHANNEL, channels).transpose(1, 2).reshape(nodes, -1)
 
     def _mix_then_operate(self, x: Tensor, operator: DiffGCNOperator) -> Tensor:
         """``mix([x | S_1 x | ... | S_4 x]) = M_0 x + sum_f S_f (M_f x)``: the node operators and

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from mgic_geo.nn import cost
+from mgic_geo.nn.knn import check_knn_layout
 
 EPSILON = 1e-12
 OPERATOR_SCALES = ("spacing", "derivative")
@@ -233,6 +234,8 @@ class DiffGCNOperator:
         node by node: no sort for the forward matrix)."""
         check_operator_scale(operator_scale)
         nodes = pos.shape[0]
+        if k is not None:
+            check_knn_layout(edge_index, nodes, k)
         with torch.no_grad():
             weights = edge_weights(pos, edge_index, k, operator_scale)  # [N, k, 4] or [E, 4]
             node_range = torch.arange(nodes, device=pos.device)

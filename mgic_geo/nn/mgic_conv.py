@@ -20,7 +20,7 @@ from functools import partial
 from torch import Tensor, nn
 
 from mgic_geo.core.block import MGICBlock
-from mgic_geo.nn.diffgcn import DiffGCNConv, check_operator_scale
+from mgic_geo.nn.diffgcn import DiffGCNConv, check_operator, check_operator_scale
 from mgic_geo.nn.edgeconv import EdgeConv
 from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
 from mgic_geo.nn.knn import knn_graph, regular_degree
@@ -89,8 +89,10 @@ class MGICConv(nn.Module):
             5 epochs): 20 % test accuracy with scale 1 (near chance: 10-20 % over 8 epochs), 46 % with 0.
             (default: ``True``)
 
-    ``forward(x, pos, edge_index, *, k=None)``: ``k`` as :class:`~mgic_geo.nn.DiffGCNConv` (the
-    graph lists exactly ``k`` edges per node, node by node: faster neighbour reductions).
+    ``forward(x, pos, edge_index, *, k=None, operator=None)``: ``k`` as :class:`~mgic_geo.nn.DiffGCNConv`
+    (the graph lists exactly ``k`` edges per node, node by node: faster neighbour reductions);
+    ``operator``, a :class:`~mgic_geo.nn.graph_operator.DiffGCNOperator` of the same graph, shared
+    with other layers on it (``conv="diffgcn"``; built once per call otherwise and shared by the levels).
 
     Shapes:
         - **input:** node features :math:`(N, C)`, positions :math:`(N, 3)` (``None`` allowed for
@@ -152,7 +154,8 @@ class MGICConv(nn.Module):
     def reset_parameters(self) -> None:
         self.block.reset_parameters()
 
-    def forward(self, x: Tensor, pos: Tensor | None, edge_index: Tensor, *, k: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor | None, edge_index: Tensor, *, k: int | None = None,
+                operator: DiffGCNOperator | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
         if self.conv == "edge":
@@ -160,7 +163,9 @@ class MGICConv(nn.Module):
         if pos is None:
             raise ValueError("`pos` is required by conv='diffgcn' (its operators use the offsets between points)")
         if operator_applies(pos):  # one operator for every level (mgic_geo.nn.graph_operator)
-            operator = DiffGCNOperator.build(pos, edge_index, k=k, operator_scale=self.operator_scale)
+            if operator is None:
+                operator = DiffGCNOperator.build(pos, edge_index, k=k, operator_scale=self.operator_scale)
+            check_operator(operator, x.shape[0], self.operator_scale)
             return self.block(x, pos, edge_index, k=k, operator=operator)
         return self.block(x, pos, edge_index, k=k)
 

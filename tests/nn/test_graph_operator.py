@@ -158,3 +158,31 @@ def test_the_transpose_is_built_only_for_a_backward_pass():
     x = torch.randn(40, 6, requires_grad=True)
     conv(x, pos, edge_index, k=5, operator=operator).sum().backward()
     assert operator.product._transpose is not None and x.grad is not None
+
+
+@pytest.mark.parametrize("name", ["mgic_diffgcn", "diffgcn"])
+def test_networks_build_one_operator_per_graph_and_match_the_gather_path(name):
+    from mgic_geo.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_points=64, dropout=0.0).double().train()
+    pos = torch.randn(2 * 64, 3, dtype=torch.float64)
+    batch = torch.arange(2).repeat_interleave(64)
+    builds = []
+    original = DiffGCNOperator.build.__func__
+
+    def counting_build(cls, *args, **kwargs):
+        builds.append(1)
+        return original(cls, *args, **kwargs)
+
+    DiffGCNOperator.build = classmethod(counting_build)
+    try:
+        fast = model(pos, batch)
+    finally:
+        DiffGCNOperator.build = classmethod(original)
+    assert len(builds) == 4  # one per stage graph, shared by the stem, the widening and the block
+    plain = model(pos.clone().requires_grad_(), batch)  # positions needing a gradient: the gather path
+    torch.testing.assert_close(fast, plain)
+    grad = torch.randn_like(fast)
+    params = list(model.parameters())
+    torch.testing.assert_close(torch.autograd.grad(fast, params, grad), torch.autograd.grad(plain, params, grad))
