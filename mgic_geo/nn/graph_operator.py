@@ -3,9 +3,10 @@ r"""diffGCN's differential operators of one graph, built once and applied as a s
 The gradient and Laplacian features of :class:`~mgic_geo.nn.DiffGCNConv` are linear in the node
 features: for operator :math:`f` (three gradient components and the Laplacian) the feature of node
 :math:`i` is :math:`\sum_j w^f_{ij} x_j - x_i \sum_j w^f_{ij}`, with edge weights that depend on
-the graph and the positions only. :class:`DiffGCNOperator` stores the four operators side by side as
-one sparse CSR matrix :math:`S = [S_1 \, S_2 \, S_3 \, S_4]` of shape ``[N, 4 N]`` (``k + 1`` entries
-per row and operator: the neighbours and the diagonal :math:`-\sum_j w^f_{ij}`), and its transpose.
+the graph and the positions only. :class:`DiffGCNOperator` stores the identity (the mass term) and
+the four operators side by side as one sparse CSR matrix of shape ``[N, 5 N]`` (per row: one mass
+entry and, per operator, ``k + 1`` entries: the neighbours and the diagonal
+:math:`-\sum_j w^f_{ij}`; columns node-major), and its transpose, built at the first backward.
 
 Why: a diffGCN layer, and every level of an MGIC V-cycle, on one graph used to gather ``[N, k, C]``
 neighbour features and recompute the same edge weights; its backward scattered them back
@@ -13,14 +14,13 @@ neighbour features and recompute the same edge weights; its backward scattered t
 that graph, and each application is one sparse-dense product (backward: the transposed product,
 with nothing stored for it). Because the operators act on nodes and the learned 1x1 mix acts on
 channels, they commute: :class:`~mgic_geo.nn.DiffGCNConv` first maps the input to the five feature
-blocks of the output width (mass and the four operators), then applies :math:`S` once to the four
-operator blocks; the output is the same sum in another order (tested to float tolerance, values and
-gradients), and no ``[N, 5 C]`` feature tensor is stored for backward.
+blocks of the output width (mass and the four operators), then applies the matrix once to them;
+the output is the same sum in another order (tested to float tolerance, values and gradients), and
+no ``[N, 5 C]`` feature tensor is stored for backward. A layer with few input channels (``5 C_in <
+C_out``, a stem on the positions) applies it to the input's blocks before the mix instead.
 
-Measured (``mgic-geo bench modelnet``; numbers in ``docs/benchmarks.md``): the product over a
-32 x 1,024-point batch at 32 channels takes about 7 ms forward and 7 ms backward on the 2-core CPU,
-against about 25 ms forward for the gather and batched product it replaces (``/tmp``-free
-micro-benchmark figures are in the commit that introduced this module).
+What it changed is measured by ``mgic-geo bench modelnet`` (training steps of the Table-6 networks,
+side by side with the networks before it in ``docs/benchmarks.md``).
 
 Limits: positions that require a gradient (the weights would have to be differentiated),
 ``torch.compile`` (sparse tensors break its graphs) and MAC counting (:func:`mgic_geo.complexity.profile`
