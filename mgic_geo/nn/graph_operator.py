@@ -91,7 +91,14 @@ def operator_applies(pos: Tensor) -> bool:
     return not (torch.compiler.is_compiling() or cost.listening())
 
 
-def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], sort_columns: bool | None = None) -> Tensor:
+    """A CSR tensor. Off the CPU (``sort_columns=None``) each row's columns are sorted first: MKL,
+    on the CPU, takes them in any order (tested), while this package has not verified that every
+    cuSPARSE algorithm does."""
+    if sort_columns if sort_columns is not None else crow.device.type != "cpu":
+        rows = torch.repeat_interleave(torch.arange(shape[0], device=crow.device), crow.diff())
+        order = torch.argsort(rows * shape[1] + cols)
+        cols, values = cols[order], values[order]
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)

@@ -186,3 +186,13 @@ def test_networks_build_one_operator_per_graph_and_match_the_gather_path(name):
     grad = torch.randn_like(fast)
     params = list(model.parameters())
     torch.testing.assert_close(torch.autograd.grad(fast, params, grad), torch.autograd.grad(plain, params, grad))
+
+
+def test_sorted_columns_give_the_same_matrix():
+    from mgic_geo.nn.graph_operator import _csr
+
+    crow, cols = torch.tensor([0, 3, 3, 5]), torch.tensor([4, 0, 2, 3, 1])
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    unsorted, ordered = _csr(crow, cols, values, (3, 5), False), _csr(crow, cols, values, (3, 5), True)
+    assert ordered.col_indices().tolist() == [0, 2, 4, 1, 3]
+    torch.testing.assert_close(unsorted.to_dense(), ordered.to_dense())
