@@ -5,7 +5,8 @@ default 32) of ``N`` points (``--points``, default 1024) each, for every ``k`` o
 and every dimension ``D`` of ``--dims`` (3: coordinates, uniform in the unit cube; 64: features,
 standard normal), built ``loop=False`` by
 
-* ours: ``knn_graph(x, k, batch, backend="torch")`` (chunked ``bmm`` + ``topk``);
+* ours: ``knn_graph(x, k, batch, backend="torch")`` (on the CPU the cell grid for D = 3, chunked
+  ``bmm`` + ``topk`` for features: see :mod:`mgic_geo.nn.knn`);
 * naive: ``torch.cdist`` on the whole ``[B, N, N]`` distance tensor, the diagonal masked, one
   ``topk``, converted to the same ``[neighbour, centre]`` ``edge_index``;
 * torch-cluster and pyg-lib (``backend="torch_cluster"`` / ``"pyg_lib"``) when importable; a
@@ -20,9 +21,10 @@ Times are the median of ``--repeats`` calls after one warm-up call (``torch.cuda
 around each call on CUDA). Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one extra
 call, minus ``memory_allocated`` before it (the returned ``edge_index`` included). On every device
 the table also gives the size of the largest distance buffer each torch method holds at once,
-computed analytically (ours: one chunk of at most ``MAX_DISTANCE_ELEMENTS`` scores, plus the
-``+inf`` columns that pad CPU rows to 64 k when ``N < 64 k <= 1.5 N``; naive: ``B N^2``); CPU memory
-is not measured.
+computed analytically for the CPU (ours, dense search: one chunk of at most ``MAX_DISTANCE_ELEMENTS``
+scores, plus the ``+inf`` columns that pad CPU rows to 64 k when ``N < 64 k <= 1.5 N``; ours, cell
+grid (D <= 3, ``N >= GRID_MIN_POINTS`` and ``16 k``): the squared differences along 3 axes of one
+chunk of ``GRID_CHUNK_ELEMENTS`` candidate distances; naive: ``B N^2``); CPU memory is not measured.
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ from torch import Tensor
 from mgic_geo.bench.block import machine_description
 from mgic_geo.bench.process import synchronize
 from mgic_geo.experiments.report import prepare_output_dir, write_table
-from mgic_geo.nn.knn import MAX_DISTANCE_ELEMENTS, _chunk_shape, knn_graph
+from mgic_geo.nn.knn import (GRID_CHUNK_ELEMENTS, GRID_MIN_POINTS, MAX_DISTANCE_ELEMENTS, _chunk_shape,
+                              _grid_buffer_elements, _grid_shape, knn_graph)
 from mgic_geo.validation import check_int
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -102,13 +105,19 @@ def installed(method: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in REQUIRES.get(method, ()))
 
 
-def distance_buffer_bytes(method: str, clouds: int, points: int, element_size: int, k: int = 1) -> int | None:
-    """Bytes of the largest distance buffer ``method`` holds at once (on CPU, loop=False);
-    ``None`` for the libraries."""
+def distance_buffer_bytes(method: str, clouds: int, points: int, element_size: int, k: int = 1,
+                          dims: int | None = None) -> int | None:
+    """Bytes of the largest distance buffer ``method`` holds at once (on CPU, loop=False) for
+    points of ``dims`` dimensions (``None``: features, the dense search); ``None`` for the
+    libraries."""
     if method == NAIVE:
         return clouds * points * points * element_size
-    if method == OURS:  # the chunk of :func:`mgic_geo.nn.knn._knn_stacked`, +inf padding included
-        clouds_per_chunk, rows, width = _chunk_shape(clouds, points, min(k, points - 1), "cpu")
+    if method == OURS:
+        keep = min(k, points - 1)
+        if dims is not None and _grid_shape(points, dims, keep):  # :func:`mgic_geo.nn.knn._knn_grid`
+            return _grid_buffer_elements(points) * element_size
+        # the chunk of :func:`mgic_geo.nn.knn._knn_dense`, +inf padding included
+        clouds_per_chunk, rows, width = _chunk_shape(clouds, points, keep, "cpu")
         return clouds_per_chunk * min(points, rows) * width * element_size
     return None
 
@@ -251,7 +260,7 @@ def bench_knn(
                 median_ms, min_ms = _time_ms(call, device, repeats)
                 row = {"device": device.type, "D": dim, "k": neighbours, "method": method, "status": "ok",
                        "ms": median_ms, "min ms": min_ms}
-                buffer = distance_buffer_bytes(method, batch, points, x.element_size(), neighbours)
+                buffer = distance_buffer_bytes(method, batch, points, x.element_size(), neighbours, dims=dim)
                 row["distance buffer MiB (analytic)"] = "n/a" if buffer is None else buffer / MIB
                 if device.type == "cuda":
                     row[CUDA_COLUMN] = _cuda_peak_mib(call, device)
@@ -297,8 +306,9 @@ def notes(rows: Sequence[dict], *, machine: str, batch: int, points: int, repeat
         f"agreement: before timing, every method's graph was checked against ours (k edges per target, same cloud, "
         f"no self loops, sorted neighbour distances per target within rtol {RTOL}, atol {ATOL}): all agree.",
         "memory: 'distance buffer MiB' is the largest distance/score buffer a torch method holds at once, computed "
-        f"analytically (ours: a chunk of at most {MAX_DISTANCE_ELEMENTS} scores, plus +inf padding up to 64 k columns "
-        f"when N < 64 k <= 1.5 N; naive: B N^2 distances); n/a for the "
+        f"analytically (ours, D <= 3 on the CPU, N >= {GRID_MIN_POINTS} and 16 k: the cell grid's squared differences "
+        f"along 3 axes of a chunk of {GRID_CHUNK_ELEMENTS} candidate distances; ours otherwise: a chunk of at most {MAX_DISTANCE_ELEMENTS} scores, "
+        f"plus +inf padding up to 64 k columns when N < 64 k <= 1.5 N; naive: B N^2 distances); n/a for the "
         "libraries. "
         + ("'peak MiB' is torch.cuda.max_memory_allocated during one call minus memory_allocated before it "
            "(edge_index included)." if device == "cuda" else "CPU memory is not measured."),

@@ -130,7 +130,7 @@ def test_cpu_topk_padding_rule():
 
 
 def test_chunking_keeps_results_and_bounds_the_buffer(monkeypatch):
-    x = torch.randn(300, 3)
+    x = torch.randn(300, 8)  # features: the dense search (3-D points of large clouds take the grid)
     expected = knn_graph(x, 5, backend="torch")
     monkeypatch.setattr(knn, "MAX_DISTANCE_ELEMENTS", 1000)  # 3 query rows per chunk
     seen = []
@@ -248,3 +248,198 @@ def test_auto_uses_a_library_only_for_3d_points_on_cpu(dims, expected, monkeypat
     monkeypatch.setattr(knn, "_available", lambda module: module == "torch_cluster")
     assert knn._automatic_backend(torch.rand(10, dims)) == expected
     assert knn._automatic_backend(torch.rand(10, dims, device="meta")) == "torch"
+
+
+# ----------------------------------------------------------------------------------------------
+# The cell grid (CPU, D <= 3, clouds of at least GRID_MIN_POINTS points): exact, like the dense search
+
+
+def make_cloud(kind, size, dtype, generator):
+    """Point clouds that stress the grid: uneven density, degenerate shapes, duplicates, ties."""
+    uniform = lambda *shape: torch.rand(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
+    if kind == "cube":
+        x = uniform(size, 3)
+    elif kind == "sphere":  # a surface: what ModelNet clouds look like
+        x = torch.nn.functional.normalize(torch.randn(size, 3, generator=generator, dtype=torch.float64), dim=1)
+    elif kind == "plane":  # flat: one layer of cells
+        x = torch.cat([uniform(size, 2), torch.full((size, 1), 0.25, dtype=torch.float64)], 1)
+    elif kind == "line":  # along a diagonal
+        x = uniform(size, 1) * torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    elif kind == "clusters":  # four tight clusters far apart: at most GRID_CELLS_PER_POINT cells
+        centres = torch.randint(0, 4, (size, 1), generator=generator).double() * 100
+        x = centres + 1e-3 * torch.randn(size, 3, generator=generator, dtype=torch.float64)
+    elif kind == "far":  # far from the origin
+        x = uniform(size, 3) + 1e4
+    elif kind == "duplicates":  # every point three times
+        x = uniform(size // 3 + 1, 3).repeat(3, 1)[:size]
+    elif kind == "identical":
+        x = torch.full((size, 3), 0.5, dtype=torch.float64)
+    elif kind == "integers":  # exact float32 scores, many ties
+        x = torch.randint(0, 7, (size, 3), generator=generator).double()
+    else:
+        raise ValueError(kind)
+    return x.to(dtype)
+
+
+def assert_exact_knn(x, batch, k, loop, edge_index, *, exact_order):
+    """Against float64 brute force, cloud by cloud: the k' nearest (k' = min(k, n) or min(k, n - 1)),
+    nearest first, no point twice, never another cloud, self only with loop; the sorted distances
+    equal brute force and every point strictly nearer than the k'-th distance is kept, exactly in
+    float64 and up to rounding in float32 (the grid: relative to the distances; the dense search of
+    the small clouds: relative to the squared radius of the cloud, as the module docstring says).
+    ``exact_order``: no ties, so the very indices of brute force, in order."""
+    source, target = edge_index
+    assert torch.equal(target, target.sort(stable=True).values)  # grouped by target
+    for cloud in batch.unique():
+        members = (batch == cloud).nonzero().flatten()
+        first, size = int(members[0]), members.numel()
+        keep = min(k, size if loop else size - 1)
+        mine = (target >= first) & (target < first + size)
+        assert int(mine.sum()) == size * keep
+        neighbours = source[mine].view(size, keep) - first
+        assert ((neighbours >= 0) & (neighbours < size)).all()  # never another cloud
+        assert torch.equal(target[mine].view(size, keep)[:, 0] - first, torch.arange(size))
+        points = x[first:first + size].double()
+        full = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist").square()
+        if not loop:
+            full.fill_diagonal_(float("inf"))
+            assert (neighbours != torch.arange(size)[:, None]).all()
+        assert (neighbours.sort(1).values.diff(dim=1) != 0).all()  # no point twice
+        relative, absolute = 0.0, 0.0  # on squared distances
+        if x.dtype != torch.float64:
+            if size >= knn.GRID_MIN_POINTS:
+                relative = 1e-5
+            else:
+                absolute = 1e-6 * float((points - points.mean(0)).square().sum(1).max())
+        expected = full.sort(dim=1, stable=True)
+        found = full.gather(1, neighbours)
+        assert (found[:, 1:] >= found[:, :-1] * (1 - relative) - absolute).all()  # nearest first
+        kth = expected.values[:, keep - 1: keep]
+        assert ((found - expected.values[:, :keep]).abs() <= relative * kth + absolute).all()
+        strictly_nearer = full < kth * (1 - 2 * relative) - 2 * absolute
+        kept = torch.zeros_like(strictly_nearer).scatter_(1, neighbours, True)
+        assert (kept | ~strictly_nearer).all()
+        if exact_order:
+            assert torch.equal(neighbours, expected.indices[:, :keep])
+
+
+@pytest.fixture
+def grid_calls(monkeypatch):
+    """Counts the searches that took the grid, so that a test cannot silently test the dense one."""
+    calls = []
+    original = knn._knn_grid
+
+    def counting(points, keep, loop):
+        calls.append(tuple(points.shape))
+        return original(points, keep, loop)
+
+    monkeypatch.setattr(knn, "_knn_grid", counting)
+    return calls
+
+
+NO_TIES = ("cube", "sphere", "plane", "line", "clusters", "far")
+
+
+@pytest.mark.parametrize("kind", NO_TIES + ("duplicates", "identical", "integers"))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("loop", [False, True])
+def test_grid_batch_path_equals_brute_force(kind, dtype, loop, grid_calls):
+    generator = torch.Generator().manual_seed(hash((kind, str(dtype), loop)) % 2**31)
+    sizes = [300, 5, 1030, 300, 11, 257]  # varying sizes, clouds of n <= k among them
+    x = torch.cat([make_cloud(kind, n, dtype, generator) for n in sizes])
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    k = 16 if kind == "clusters" else 11
+    edge_index = knn_graph(x, k, batch, loop=loop, backend="torch")
+    assert sorted(shape[1] for shape in grid_calls) == [257, 300, 1030]  # the small clouds: dense
+    exact = dtype == torch.float64 and kind in NO_TIES
+    assert_exact_knn(x, batch, k, loop, edge_index, exact_order=exact)
+
+
+@pytest.mark.parametrize("kind", NO_TIES + ("duplicates", "identical", "integers"))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("k", [1, 10, 20])
+def test_grid_cloud_size_path_equals_brute_force(kind, dtype, k, grid_calls):
+    generator = torch.Generator().manual_seed(hash((kind, str(dtype), k)) % 2**31)
+    clouds, size = 3, 400
+    x = torch.cat([make_cloud(kind, size, dtype, generator) for _ in range(clouds)])
+    batch = torch.arange(clouds).repeat_interleave(size)
+    edge_index = knn_graph(x, k, batch, cloud_size=size)
+    assert grid_calls == [(clouds, size, 3)]
+    assert edge_index.shape == (2, clouds * size * k)
+    exact = dtype == torch.float64 and kind in NO_TIES
+    assert_exact_knn(x, batch, k, False, edge_index, exact_order=exact)
+    assert torch.equal(edge_index, knn_graph(x, k, batch, backend="torch"))  # the same search
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_grid_takes_points_of_fewer_dimensions(dims, grid_calls):
+    x = torch.rand(2 * 500, dims, dtype=torch.float64)
+    batch = torch.arange(2).repeat_interleave(500)
+    assert_exact_knn(x, batch, 10, False, knn_graph(x, 10, batch, backend="torch"), exact_order=True)
+    assert grid_calls == [(2, 500, dims)]
+
+
+@pytest.mark.parametrize("factor, passes", [(1.2, "first"), (0.5, "grown"), (0.05, "whole cloud")])
+def test_grid_uncertified_queries_are_searched_again(factor, passes, monkeypatch):
+    # Cells too small for the k-th neighbour: queries fail the check of their 3 x 3 x 3 block and
+    # are searched again in a grown block, or (grown too much) against their whole cloud; the
+    # result stays exact.
+    monkeypatch.setattr(knn, "GRID_CELL_FACTOR", factor)
+    searches, whole = [], []
+    original_search, original_whole = knn._grid_search, knn._grid_brute_force
+    monkeypatch.setattr(knn, "_grid_search", lambda grid, queries, *grown: searches.append(queries.numel())
+                        or original_search(grid, queries, *grown))
+    monkeypatch.setattr(knn, "_grid_brute_force", lambda grid, rows: whole.append(rows.numel())
+                        or original_whole(grid, rows))
+    x = torch.rand(2 * 600, 3, dtype=torch.float64)
+    batch = torch.arange(2).repeat_interleave(600)
+    assert_exact_knn(x, batch, 16, False, knn_graph(x, 16, batch, backend="torch"), exact_order=True)
+    assert searches[0] == 1200
+    if passes == "grown":
+        assert len(searches) == 2 and searches[1] > 0
+    if passes == "whole cloud":
+        assert whole and whole[0] > 0
+
+
+@pytest.mark.parametrize("dims", [3, 8])
+def test_points_that_are_a_view_of_a_wider_tensor(dims):
+    wide = torch.randn(4 * 300, dims + 2)
+    batch = torch.arange(4).repeat_interleave(300)
+    x = wide[:, 1:dims + 1]  # not contiguous
+    assert torch.equal(knn_graph(x, 10, batch, backend="torch"), knn_graph(x.contiguous(), 10, batch, backend="torch"))
+    assert torch.equal(knn_graph(x, 10, batch, cloud_size=300), knn_graph(x.contiguous(), 10, batch, backend="torch"))
+
+
+def test_grid_chunks_bound_the_distance_buffer(monkeypatch):
+    x = torch.rand(1000, 3)
+    expected = knn_graph(x, 8, backend="torch")
+    monkeypatch.setattr(knn, "GRID_CHUNK_ELEMENTS", 2000)
+    seen = []
+
+    def recording(original):
+        def topk(scores, *args, **kwargs):
+            seen.append((tuple(scores.shape), kwargs.get("sorted", True)))
+            return original(scores, *args, **kwargs)
+        return topk
+
+    monkeypatch.setattr(torch.Tensor, "topk", recording(torch.Tensor.topk))
+    monkeypatch.setattr(torch, "topk", recording(torch.topk))
+    assert torch.equal(knn_graph(x, 8, backend="torch"), expected)
+    searched = [shape for shape, ordered in seen if ordered]  # the estimate of the cell side: unordered
+    assert sum(rows for rows, _ in searched) >= 1000
+    assert all(rows * width <= 2000 or rows == 1 for rows, width in searched)
+    assert all(rows * width <= knn._grid_buffer_elements(1000) for (rows, width), _ in seen)
+
+
+def test_grid_applies_only_to_low_dimensional_cpu_points_outside_compilation(monkeypatch):
+    points = torch.rand(2, 512, 3)
+    assert knn._grid_applies(points, 10)
+    assert not knn._grid_applies(torch.rand(2, 512, 4), 10)  # features: dense
+    assert not knn._grid_applies(torch.rand(2, knn.GRID_MIN_POINTS - 1, 3), 10)  # small clouds: dense
+    assert not knn._grid_applies(points.half(), 10)
+    assert not knn._grid_applies(torch.rand(2, 512, 3, device="meta"), 10)  # CUDA and others: dense
+    infinite = points.clone()
+    infinite[0, 0, 0] = float("inf")
+    assert not knn._grid_applies(infinite, 10)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # shapes must not depend on data
+    assert not knn._grid_applies(points, 10)
