@@ -226,11 +226,13 @@ def _knn_dense(points: Tensor, keep: int, loop: bool) -> Tensor:
 def _grid_applies(points: Tensor, keep: int) -> bool:
     """Whether :func:`_knn_grid` searches ``points`` ``[B, n, D]``: CPU, float32/float64, ``D <= 3``,
     ``n >= GRID_MIN_POINTS``, finite coordinates, and neither compiling nor tracing (the grid's
-    shapes depend on the data; on the CPU reading them synchronises with nothing)."""
+    shapes depend on the data; on the CPU reading them synchronises with nothing), nor counting MACs."""
     if (points.device.type != "cpu" or points.dtype not in (torch.float32, torch.float64)
             or not _grid_shape(points.shape[1], points.shape[-1], keep)):
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    if cost.listening():  # a MAC count (mgic_geo.complexity) counts the dense search's products
         return False
     return bool(torch.isfinite(points).all())
 

@@ -72,3 +72,14 @@ def test_report_from_a_real_tiny_fit(tmp_path, monkeypatch):
     assert "| mgic_diffgcn | mgic_diffgcn | 0.091 |" in text
     assert "Stopped by the wall-clock budget before the planned epochs" in text  # 2 of 3 epochs
     assert "validation split" in text and "OMP_NUM_THREADS=1 mgic-geo fit --config" in text
+
+
+def test_train_samples_per_second_is_the_median_of_the_logged_rates(tmp_path):
+    logs = tmp_path / "logs" / "version_0"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("epoch,step,train/device/samples_per_sec,val/overall_acc\n"
+                                      "0,19,60.0,\n0,39,80.0,\n0,39,,0.5\n1,59,70.0,\n")
+    assert results._samples_per_second(tmp_path) == "70.0"
+    assert results._samples_per_second(tmp_path / "missing") == "-"
+    (logs / "metrics.csv").write_text("epoch,step,val/overall_acc\n0,9,0.5\n")  # a run from before the monitor
+    assert results._samples_per_second(tmp_path) == "-"

@@ -443,3 +443,16 @@ def test_grid_applies_only_to_low_dimensional_cpu_points_outside_compilation(mon
     assert not knn._grid_applies(infinite, 10)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # shapes must not depend on data
     assert not knn._grid_applies(points, 10)
+
+
+def test_mac_counting_sees_the_dense_search():
+    from mgic_geo.nn import cost
+    from mgic_geo.nn.knn import _grid_applies
+
+    points = torch.rand(2, 1024, 3)
+    assert _grid_applies(points, 10)
+    cost.observers.append(lambda kind, macs: None)
+    try:
+        assert not _grid_applies(points, 10)
+    finally:
+        cost.observers.pop()
