@@ -128,10 +128,13 @@ class DiffGCNConv(nn.Module):
           edge indices :math:`(2, E)` (source, target)
         - **output:** node features :math:`(N, C_{out})`
 
-    ``forward(x, pos, edge_index, *, k=None)``: pass ``k`` when ``edge_index`` lists exactly ``k``
-    edges per node, node by node (:func:`~mgic_geo.nn.knn_graph`'s output when every cloud has more
-    than ``k`` points): the neighbour sums then run as ``[N, k]`` blocks, about twice as fast
-    (the layout is checked without a host synchronisation).
+    ``forward(x, pos, edge_index, *, k=None, operator=None)``: pass ``k`` when ``edge_index`` lists
+    exactly ``k`` edges per node, node by node (:func:`~mgic_geo.nn.knn_graph`'s output when every
+    cloud has more than ``k`` points; the layout is checked without a host synchronisation), and
+    ``operator``, a :class:`~mgic_geo.nn.DiffGCNOperator` of the same graph, to share it with other
+    layers on that graph; without it the layer builds one per call. The sums then run as one sparse
+    product (:mod:`mgic_geo.nn.graph_operator`); positions that need a gradient, ``torch.compile``
+    and MAC counting use the gather formulation of :func:`differential_features`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, groups: int = 1, bias: bool = True,
