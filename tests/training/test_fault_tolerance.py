@@ -130,12 +130,20 @@ def max_difference(a, b) -> float:
     return 0.0 if a == b else float("inf")
 
 
+# Logged by Lightning's ThroughputMonitor per stage (train/..., validate/...): wall-clock times and
+# rates, which no two runs share, and its counters.
+THROUGHPUT = {"time", "batches", "samples", "batches_per_sec", "samples_per_sec"}
+
+
 def metrics_rows(run: Path, version: int | None = None) -> list[dict]:
-    """The metrics.csv rows of ``run``'s last (or ``version``) log folder, empty cells left out."""
+    """The metrics.csv rows of ``run``'s last (or ``version``) log folder, empty cells and the
+    throughput monitor's timings left out (and the rows that held only those)."""
     folders = sorted((run / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
     folder = folders[-1] if version is None else run / "logs" / f"version_{version}"
     with open(folder / "metrics.csv", newline="") as file:
-        return [{k: v for k, v in row.items() if v} for row in csv.DictReader(file)]
+        rows = [{k: v for k, v in row.items() if v and k.split("/")[-1] not in THROUGHPUT}
+                for row in csv.DictReader(file)]
+    return [row for row in rows if set(row) - {"step"}]
 
 
 def error_line(text: str) -> str:
