@@ -47,7 +47,7 @@ from mgic_geo.nn.graph_operator import (
     OPERATOR_SCALES,
     DiffGCNOperator,
     check_operator_scale,
-    direction_weights,
+    edge_weights,
     operator_applies,
 )
 from mgic_geo.nn.knn import check_knn_layout
@@ -66,19 +66,12 @@ def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | N
     check_operator_scale(operator_scale)
     if k is not None:
         check_knn_layout(edge_index, x.shape[0], k)
-        return _regular_features(x, pos, edge_index[0], k, operator_scale)
+        return _regular_features(x, pos, edge_index, k, operator_scale)
     source, target = edge_index[0], edge_index[1]
-    offsets = pos[source] - pos[target]  # [E, 3]
-    degree = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add_(
-        0, target, torch.ones_like(target, dtype=x.dtype)
-    )
-    inverse_degree = 1.0 / degree.clamp(min=1)
-    direction = direction_weights(offsets, operator_scale, None, target, inverse_degree.to(offsets.dtype))
+    degree = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     neighbours = x[source]  # [E, C]
-    # Edge weights of the four operators: 3/deg * direction (gradient), 1/deg (Laplacian).
-    weights = torch.cat([3.0 * direction, torch.ones_like(direction[:, :1])], dim=1) * inverse_degree[target, None]
     # Under mixed precision x is half or bf16 while pos stays float32; index_add_ needs one dtype.
-    weights = weights.to(x.dtype)
+    weights = edge_weights(pos, edge_index, None, operator_scale).to(x.dtype)  # [E, 4]
     features = [x]
     for column in range(4):
         weight = weights[:, column]
@@ -88,12 +81,10 @@ def differential_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int | N
     return torch.stack(features, dim=-1).flatten(1)
 
 
-def _regular_features(x: Tensor, pos: Tensor, source: Tensor, k: int, operator_scale: str) -> Tensor:
+def _regular_features(x: Tensor, pos: Tensor, edge_index: Tensor, k: int, operator_scale: str) -> Tensor:
     nodes, channels = x.shape
-    offsets = pos[source].view(nodes, k, 3) - pos[:, None, :]
-    direction = direction_weights(offsets, operator_scale, 1)
-    weights = (torch.cat([3.0 * direction, torch.ones_like(direction[..., :1])], dim=-1) / k).to(x.dtype)  # [N, k, 4]
-    neighbours = x.index_select(0, source).view(nodes, k, channels)
+    weights = edge_weights(pos, edge_index, k, operator_scale).to(x.dtype)  # [N, k, 4]
+    neighbours = x.index_select(0, edge_index[0]).view(nodes, k, channels)
     weighted_sums = torch.bmm(neighbours.transpose(1, 2), weights)  # [N, C, 4]
     cost.report("graph operators", nodes * channels * k * 4)
     features = weighted_sums - x[:, :, None] * weights.sum(1)[:, None, :]
