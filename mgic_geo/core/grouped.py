@@ -64,18 +64,24 @@ class _Relayout(torch.autograd.Function):
         return (grad.contiguous() if ctx.channel_major else to_channel_major(grad)), None
 
 
+def _supergroup_weight(weight: Tensor, size: int) -> Tensor:
+    """``F`` grouped maps ``[g, F, b, a]`` -> ``[g / size, F * size * b, size * a]``: each super-group
+    of ``size`` neighbouring groups as one block-diagonal matrix per map, maps stacked map by map.
+    Built from the compact weight on every call, so gradients reach only the real entries."""
+    groups, maps, out_per_group, in_per_group = weight.shape
+    if size == 1:
+        return weight.reshape(groups, maps * out_per_group, in_per_group)
+    eye = torch.eye(size, dtype=weight.dtype, device=weight.device)
+    weight = torch.einsum("sgfba,gh->sfgbha", weight.reshape(groups // size, size, maps, out_per_group, in_per_group), eye)
+    return weight.reshape(groups // size, maps * size * out_per_group, size * in_per_group)
+
+
 def _channel_last_map(x: Tensor, weight: Tensor) -> Tensor:
     """``x``: ``[M, C_in]`` rows; ``weight``: ``[g, b, a]``. Returns ``[M, g * b]``."""
-    groups, out_per_group, in_per_group = weight.shape
-    size = _supergroup_size(groups, in_per_group)
-    if size > 1:
-        eye = torch.eye(size, dtype=weight.dtype, device=weight.device)
-        weight = torch.einsum(
-            "gsoi,st->gsoti", weight.reshape(groups // size, size, out_per_group, in_per_group), eye
-        ).reshape(groups // size, size * out_per_group, size * in_per_group)
-    num_super = weight.shape[0]
+    groups, _, in_per_group = weight.shape
+    weight = _supergroup_weight(weight[:, None], _supergroup_size(groups, in_per_group))
     rows = x.shape[0]
-    out = torch.einsum("ngi,goi->ngo", x.reshape(rows, num_super, -1), weight)
+    out = torch.einsum("ngi,goi->ngo", x.reshape(rows, weight.shape[0], -1), weight)
     return out.reshape(rows, -1)
 
 
@@ -89,9 +95,7 @@ def grouped_maps_by_supergroup(x: Tensor, weight: Tensor, supergroup_channels: i
     groups, maps, out_per_group, in_per_group = weight.shape
     size = _supergroup_size(groups, in_per_group, supergroup_channels)
     supergroups = groups // size
-    eye = torch.eye(size, dtype=weight.dtype, device=weight.device)
-    weight = torch.einsum("sgfba,gh->sfgbha", weight.reshape(supergroups, size, maps, out_per_group, in_per_group), eye)
-    weight = weight.reshape(supergroups, maps * size * out_per_group, size * in_per_group)
+    weight = _supergroup_weight(weight, size)
     rows = x.shape[0]
     out = torch.bmm(x.reshape(rows, supergroups, size * in_per_group).transpose(0, 1), weight.transpose(1, 2))
     return out.view(supergroups, rows, maps, size * out_per_group)

@@ -160,13 +160,19 @@ def _device() -> str:
     return f"CPU ({cpu}, {os.cpu_count()} cores), torch {torch.__version__}"
 
 
+def newest_metrics(root: Path) -> Path | None:
+    """The run's newest ``logs/version_N/metrics.csv`` (``None`` when it has none)."""
+    versions = sorted((root / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return versions[-1] if versions else None
+
+
 def read_epochs(root: Path) -> list[dict[str, float]]:
     """Per-epoch metrics of a run (its newest ``logs/version_N/metrics.csv``), one dict per epoch."""
-    versions = sorted((root / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not versions:
+    metrics = newest_metrics(root)
+    if metrics is None:
         return []
     epochs: dict[int, dict[str, float]] = {}
-    with versions[-1].open() as handle:
+    with metrics.open() as handle:
         for row in csv.DictReader(handle):
             if not row.get("epoch"):
                 continue
@@ -180,10 +186,10 @@ def read_epochs(root: Path) -> list[dict[str, float]]:
 def read_validations(root: Path, metric: str) -> list[dict[str, float]]:
     """Every validation of a run (one row of its newest metrics.csv each, in order): a run that
     validates every quarter epoch has several per epoch."""
-    versions = sorted((root / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not versions:
+    metrics = newest_metrics(root)
+    if metrics is None:
         return []
-    with versions[-1].open() as handle:
+    with metrics.open() as handle:
         return [{key: float(value) for key, value in row.items() if value not in ("", None)}
                 for row in csv.DictReader(handle) if row.get(metric)]
 
@@ -225,10 +231,10 @@ def result_row(plan: str, root: Path) -> dict | None:
 def _samples_per_second(root: Path) -> str:
     """Median of the run's ``train/device/samples_per_sec`` log (Lightning's ThroughputMonitor: over
     the last 20 batches, data loading included, validation excluded); ``-`` for runs that predate it."""
-    versions = sorted((root / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not versions:
+    metrics = newest_metrics(root)
+    if metrics is None:
         return "-"
-    with versions[-1].open() as handle:
+    with metrics.open() as handle:
         rates = sorted(float(row["train/device/samples_per_sec"]) for row in csv.DictReader(handle)
                        if row.get("train/device/samples_per_sec"))
     return f"{rates[len(rates) // 2]:.1f}" if rates else "-"

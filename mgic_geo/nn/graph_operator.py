@@ -52,7 +52,7 @@ def check_operator_scale(operator_scale: str) -> str:
     return operator_scale
 
 
-def direction_weights(offsets: Tensor, operator_scale: str, neighbour_dim: int | None,
+def _direction_weights(offsets: Tensor, operator_scale: str, neighbour_dim: int | None,
                       target: Tensor | None = None, inverse_degree: Tensor | None = None) -> Tensor:
     """``d / |d|^2`` per edge, times the target's mean neighbour distance for ``"spacing"``
     (:mod:`mgic_geo.nn.diffgcn`). ``offsets`` is ``[N, k, 3]`` (``neighbour_dim=1``) or ``[E, 3]``
@@ -75,12 +75,12 @@ def edge_weights(pos: Tensor, edge_index: Tensor, k: int | None, operator_scale:
     if k is not None:
         nodes = pos.shape[0]
         offsets = pos.index_select(0, source).view(nodes, k, 3) - pos[:, None, :]
-        direction = direction_weights(offsets, operator_scale, 1)
+        direction = _direction_weights(offsets, operator_scale, 1)
         return torch.cat([3.0 * direction, torch.ones_like(direction[..., :1])], dim=-1) / k
     degree = torch.zeros(pos.shape[0], dtype=pos.dtype, device=pos.device).index_add_(
         0, target, torch.ones_like(target, dtype=pos.dtype))
     inverse_degree = 1.0 / degree.clamp(min=1)
-    direction = direction_weights(pos[source] - pos[target], operator_scale, None, target, inverse_degree)
+    direction = _direction_weights(pos[source] - pos[target], operator_scale, None, target, inverse_degree)
     return torch.cat([3.0 * direction, torch.ones_like(direction[:, :1])], dim=1) * inverse_degree[target, None]
 
 
@@ -92,10 +92,12 @@ def operator_applies(pos: Tensor) -> bool:
 
 
 def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], sort_columns: bool | None = None) -> Tensor:
-    """A CSR tensor. Off the CPU (``sort_columns=None``) each row's columns are sorted first: MKL,
-    on the CPU, takes them in any order (tested), while this package has not verified that every
-    cuSPARSE algorithm does."""
-    if sort_columns if sort_columns is not None else crow.device.type != "cpu":
+    """A CSR tensor. Each row's columns are sorted first when ``sort_columns``, by default off the
+    CPU: MKL, on the CPU, takes them in any order (tested), while this package has not verified
+    that every cuSPARSE algorithm does."""
+    if sort_columns is None:
+        sort_columns = crow.device.type != "cpu"
+    if sort_columns:
         rows = torch.repeat_interleave(torch.arange(shape[0], device=crow.device), crow.diff())
         order = torch.argsort(rows * shape[1] + cols)
         cols, values = cols[order], values[order]
@@ -104,9 +106,14 @@ def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], sor
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
+def _counts(keys: Tensor, num_nodes: int) -> Tensor:
+    """How many entries each of ``num_nodes`` nodes has in ``keys`` (no host synchronisation)."""
+    return torch.zeros(num_nodes, dtype=torch.int64, device=keys.device).index_add_(0, keys, torch.ones_like(keys))
+
+
 def _runs(keys: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
     """For sorted ``keys``: each node's entry count, where its run starts, and each entry's rank in its run."""
-    counts = torch.zeros(num_nodes, dtype=torch.int64, device=keys.device).index_add_(0, keys, torch.ones_like(keys))
+    counts = _counts(keys, num_nodes)
     starts = counts.cumsum(0) - counts
     return counts, starts, torch.arange(keys.numel(), device=keys.device) - starts[keys]
 
@@ -150,7 +157,7 @@ class SparseMatrix:
 def _sorted_csr(rows: Tensor, cols: Tensor, values: Tensor, shape, order: Tensor | None) -> Tensor:
     if order is not None:
         rows, cols, values = rows[order], cols[order], values[order]
-    counts = torch.zeros(shape[0], dtype=torch.int64, device=rows.device).index_add_(0, rows, torch.ones_like(rows))
+    counts = _counts(rows, shape[0])
     return _csr(torch.cat([counts.new_zeros(1), counts.cumsum(0)]), cols, values, tuple(shape))
 
 

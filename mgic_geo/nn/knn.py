@@ -22,7 +22,7 @@ two searches (:func:`_knn_stacked`):
   result is exact when the ``k``-th distance found is at most the distance from the query to the
   nearest face of the block (less the rounding of cell boundaries; a face on the grid's edge does
   not count: no point lies beyond it), since every point outside the block is at least that far.
-  The queries the check fails (about 5 % in 1024-point clouds) are searched again, each in a block
+  The queries the check fails (a small share) are searched again, each in a block
   grown face by face to the ``k``-th distance first found (an upper bound of the true one), and
   the few left (or with fewer than ``k`` candidates) against their whole cloud.
   The grid's shapes depend on the data (list lengths, chunks, the queries searched again): it
@@ -42,39 +42,21 @@ two searches (:func:`_knn_stacked`):
   ``64 k`` columns, where torch's CPU ``topk`` switches from nth_element to a much cheaper heap
   (see :func:`_chunk_shape`).
 
-Profile (B = 32 clouds x 1024 points uniform in the unit cube, k = 10, float32, perf_counter around
-each stage, best of 12 calls): the dense search spends about 130 ms of one thread in ``topk`` over
-1024-candidate rows (about 4 us a row) and 13-80 ms in ``bmm``; torch's CPU ``topk`` costs about
-0.3 us a row plus 9 ns a candidate, whatever is done around it (a two-stage selection over block
-minima, or compacting the candidates within the certified radius before it: both measured slower).
-The grid (65 ms on one thread, 43 ms on two) gives a query about 82 candidates (87 with the
-padding; 34,550 rows with the second search): ``topk`` 35 ms (18 ms on two threads), the lists,
-their coordinates and the distances 13 ms, the bookkeeping of both searches (runs, order of rows,
-certified radii) 8 ms, the grid 4 ms (sort by cell; the estimate of the cell side 1.7 ms),
-putting the result back in order 2 ms; 5.5 % of the queries (about 1,800) are searched again. The
-count of candidates is the lever: cells of 1.1 or 1.25 times the estimate (fewer or more
-candidates, more or fewer second searches) and a grid of half cells with ``5 x 5 x 5`` blocks
-(about 35 % fewer candidates, but one list of 25 runs per query) measured slower in a first
-prototype. Most of what
-is not ``topk`` runs on one thread (small ops, gathers, cumulative sums), and the grid's many
-small parallel regions make it slow when another process competes for the cores (two threads on
-two busy cores: several times slower, where torch-cluster's single thread is not).
+Where the time goes (``torch.profiler`` while it was built; the figures that matter are the
+benchmark's below): the dense search is bound by ``topk`` over its 1024-candidate rows, whose cost
+per row barely depends on what is done around it (a two-stage selection over block minima, or
+compacting the candidates within the certified radius first, both measured slower). The grid wins
+by giving ``topk`` far fewer candidates per query; its other steps (candidate lists, distances, the
+bookkeeping of the two searches, the sort by cell) cost less together than ``topk``. Cells of 1.1 or
+1.25 times the estimate, and half cells with ``5 x 5 x 5`` blocks, measured slower. Much of what is
+not ``topk`` runs on one thread, and the grid's many small parallel regions make it slow when
+another process competes for the cores, where torch-cluster's single thread is not.
 
-Measured (``mgic-geo bench knn --out /tmp/knn_bench --device cpu``: B = 32, N = 1024, float32,
-torch threads 2, 2-core AMD EPYC VM shared with another engineer's jobs, 1-min load average 0.77
-at the start and 0.98 at the end; ms, median of 5 calls; torch-cluster 1.6.3, whose KD-tree
-search runs on one thread by default)::
-
-    D   k   ours    torch-cluster (its time / ours)   naive cdist + topk
-    3   10   44.2      56.9  (1.29x)                     120.6
-    3   20   61.9     107.9  (1.74x)                     226.1
-    64  10   94.5    1233    (13.1x)                     155.4
-    64  20  158.6    1339    (8.4x)                      283.7
-
-The dense search took 66-75 ms (k = 10) and 107-120 ms (k = 20) on the 3-D points in the same
-setting; D = 64 runs the dense search as before. Eight runs of the benchmark that day gave 0.81x
-to 1.29x for torch-cluster / ours at D = 3, k = 10: 0.81x twice while another job used the cores,
-1.06x to 1.29x otherwise.
+Measured by ``mgic-geo bench knn`` (B = 32, N = 1024, k = 10, float32, 2 threads on the 2-core
+development machine; ``docs/benchmarks.md`` has the table of the latest report): torch-cluster's
+time over ours was 0.60x with the dense search alone, and 1.03x and 0.79x with the grid in the two
+reports of issue 14 (1.06x to 1.29x in the runs while it was built on a quiet machine, 0.81x while
+another job used the cores). k = 20: 1.20x to 1.29x; D = 64 runs the dense search as before.
 
 Exactness and ties: distances are computed in the input's dtype. In float64 (and in float32 for
 points whose distances are exact, e.g. small integer coordinates) the neighbours are those of brute

@@ -28,6 +28,14 @@ def test_headline_reads_the_modelnet_ratio():
         "ModelNet-10 training (cpu): mgic_diffgcn 5.00x the samples/s of dgcnn_pyg_example, with 6.00x less peak memory"]
 
 
+def test_headline_leaves_out_traffic_that_was_not_counted():
+    row = {"device": "cpu", "case": "graph", "c": "64", "speed-up (dense/MGIC)": "0.9",
+           "memory ratio (dense/MGIC)": "0.3", "MAC ratio (dense/MGIC)": "2.3", "MGIC GiB moved": "nan"}
+    assert headline([row], [], [], block_label="Compiled MGIC block vs compiled dense block") == [
+        "Compiled MGIC block vs compiled dense block, graph, c = 64 (cpu): time dense/MGIC 0.90x, peak memory "
+        "dense/MGIC 0.30x, MACs dense/MGIC 2.3x (above 1 favours MGIC)"]
+
+
 def test_versions_and_bad_sections(tmp_path, capsys):
     assert "lightning " in library_versions()
     with pytest.raises(ValueError, match=r"`--sections` must be some of block, block_compiled, grouped, knn, modelnet, got \['gpu'\]"):

@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -14,6 +16,23 @@ def irregular_graph(num_nodes: int, seed: int = 0) -> torch.Tensor:
     edge_index = edge_index[:, edge_index[1] != 3]  # node 3 receives nothing
     extra = torch.tensor([[5, 7, 7], [5, 9, 9]])  # a self loop and the edge 7 -> 9 twice
     return torch.cat([edge_index, extra], 1)
+
+
+@contextmanager
+def counted_builds():
+    """Record every DiffGCNOperator.build made inside the block (one entry each)."""
+    builds = []
+    original = DiffGCNOperator.build.__func__
+
+    def counting_build(cls, *args, **kwargs):
+        builds.append(1)
+        return original(cls, *args, **kwargs)
+
+    DiffGCNOperator.build = classmethod(counting_build)
+    try:
+        yield builds
+    finally:
+        DiffGCNOperator.build = classmethod(original)
 
 
 def gather_output(conv: DiffGCNConv, x, pos, edge_index, k=None):
@@ -75,18 +94,8 @@ def test_mgic_conv_shares_one_operator_between_its_levels_exactly():
     x = torch.randn(2 * 64, 32, dtype=torch.float64, requires_grad=True)
     edge_index = knn_graph(pos, 8, cloud_size=64)
     conv = MGICConv(32, group_size=8, coarsest=8).double().train()
-    builds = []
-    original = DiffGCNOperator.build.__func__
-
-    def counting_build(cls, *args, **kwargs):
-        builds.append(1)
-        return original(cls, *args, **kwargs)
-
-    DiffGCNOperator.build = classmethod(counting_build)
-    try:
+    with counted_builds() as builds:
         fast = conv(x, pos, edge_index, k=8)
-    finally:
-        DiffGCNOperator.build = classmethod(original)
     assert len(builds) == 1 and len(conv.widths) == 3
     # positions that need a gradient switch every level to the gather formulation
     plain = conv(x, pos.clone().requires_grad_(), edge_index, k=8)
@@ -117,6 +126,8 @@ def test_sparse_matrix_products_and_gradients_match_the_dense_matrix():
     assert sparse.shape == (3, 4)
     x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     assert_same_values_and_gradients(lambda: sparse @ x, lambda: dense @ x, [x])
+    with pytest.raises(ValueError, match=r"expected a dense \[4, C\] operand, got \(3, 5\)"):
+        sparse @ torch.randn(3, 5)
 
 
 def test_neighbourhood_mean_at_kept_nodes_equals_the_full_mean():
@@ -168,18 +179,8 @@ def test_networks_build_one_operator_per_graph_and_match_the_gather_path(name):
     model = create_model(name, num_points=64, dropout=0.0).double().train()
     pos = torch.randn(2 * 64, 3, dtype=torch.float64)
     batch = torch.arange(2).repeat_interleave(64)
-    builds = []
-    original = DiffGCNOperator.build.__func__
-
-    def counting_build(cls, *args, **kwargs):
-        builds.append(1)
-        return original(cls, *args, **kwargs)
-
-    DiffGCNOperator.build = classmethod(counting_build)
-    try:
+    with counted_builds() as builds:
         fast = model(pos, batch)
-    finally:
-        DiffGCNOperator.build = classmethod(original)
     assert len(builds) == 4  # one per stage graph, shared by the stem, the widening and the block
     plain = model(pos.clone().requires_grad_(), batch)  # positions needing a gradient: the gather path
     torch.testing.assert_close(fast, plain)
