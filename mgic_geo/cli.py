@@ -31,7 +31,7 @@ COMMANDS = {
         "forward+backward time of the formulations of a grouped 1x1 channel map",
     ),
     ("bench", "block"): (
-        "mgic_geo.bench.block",
+        "mgic_geo.bench.block_command",
         "forward+backward time and peak memory, dense block vs MGIC block",
     ),
     ("table", "2"): ("mgic_geo.experiments.image_tables", "Table 2: ResNet-56 on CIFAR-10, paper beside ours"),
@@ -57,7 +57,7 @@ COMMANDS = {
         "time and memory of a batched kNN graph: ours vs naive cdist+topk vs torch-cluster/pyg-lib",
     ),
     ("predict", None): (
-        "mgic_geo.predict",
+        "mgic_geo.inference.cli",
         "stream point clouds in batches through a classifier: CSV of predictions, flat memory, batch == one by one",
     ),
     ("release-weights", None): (

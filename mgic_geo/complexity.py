@@ -116,20 +116,13 @@ def profile(model: nn.Module, *inputs, **kwargs) -> Profile:
         if isinstance(module, GroupedChannelMap):
             handles.append(module.register_forward_pre_hook(before))
             handles.append(module.register_forward_hook(after))
-    reported: Counter = Counter()  # kind -> MACs reported through mgic_geo.nn.cost
-
-    def observe(kind: str, macs: int) -> None:
-        reported[kind] += macs
-
     was_training = model.training
-    cost.observers.append(observe)
     try:
         model.eval()
-        with torch.no_grad(), counter:
+        with torch.no_grad(), counter, cost.counting() as reported:  # kind -> graph MACs (mgic_geo.nn.cost)
             model(*inputs, **kwargs)
     finally:
         model.train(was_training)
-        cost.observers.remove(observe)
         for handle in handles:
             handle.remove()
 

@@ -5,6 +5,7 @@ from torch import nn
 from mgic_geo import MGICBlock
 from mgic_geo.complexity import count_parameters, profile
 from mgic_geo.layers import ChannelMixNormAct, ConvNormAct
+from mgic_geo.core.config import MGICConfig
 
 
 class BasicBlock(nn.Module):
@@ -50,7 +51,7 @@ def test_batch_of_inputs_scales_macs_linearly():
 
 @pytest.mark.parametrize("shape", [(10, 256), (2, 256, 3, 3)])
 def test_mgic_block_macs_count_the_true_grouped_work(shape):
-    block = MGICBlock(256, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)
+    block = MGICBlock(256, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16))
     points = shape[0] * (shape[2] * shape[3] if len(shape) == 4 else 1)
     level_blocks = sum(w * (w // g) for w, g in zip(block.widths, block.groups))  # 1x1 grouped mixes
     transfers = 2 * sum(w * (w // 2) // g for w, g in zip(block.widths[:-1], block.groups[:-1]))
@@ -60,7 +61,7 @@ def test_mgic_block_macs_count_the_true_grouped_work(shape):
 
 
 def test_channels_last_images_count_the_same_as_nchw():
-    block = MGICBlock(64, lambda w, g: ConvNormAct(w, g), group_size=8, coarsest=16)
+    block = MGICBlock(64, lambda w, g: ConvNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16))
     x = torch.randn(2, 64, 6, 6)
     assert profile(block, x).macs == profile(block, x.contiguous(memory_format=torch.channels_last)).macs
 

@@ -1,6 +1,7 @@
 """Every benchmark in one run, written up as one report (``mgic-geo bench all --out docs/``).
 
-Runs, each through its own command so the report shows exactly what a user can rerun:
+Runs each benchmark's ``report_<name>`` function and lists in the report the command that reruns it
+exactly (:func:`mgic_geo.bench.command.command_line`):
 
 * ``mgic-geo bench block``: dense block vs grouped level block vs MGIC block, time, peak memory
   and memory-traffic floor over the widths;
@@ -33,25 +34,32 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from mgic_geo.experiments.report import prepare_output_dir
+from mgic_geo.bench.block_command import report_block
+from mgic_geo.bench.command import command_line
+from mgic_geo.bench.grouped import report_grouped
+from mgic_geo.bench.knn import report_knn
+from mgic_geo.bench.machine import machine_description, resolve_devices
+from mgic_geo.bench.modelnet import report_modelnet
+from mgic_geo.tables import prepare_output_dir
 
 SECTIONS = ("block", "block_compiled", "grouped", "knn", "modelnet")
 COMMAND = {"block_compiled": "block"}  # sections that run another section's command with other options
+# The function of each command (mgic-geo bench <command>), called with the keyword options below.
+REPORTS = {"block": report_block, "grouped": report_grouped, "knn": report_knn, "modelnet": report_modelnet}
 FULL = {
-    "block": [],
-    "block_compiled": ["--widths", "1024", "--cases", "graph", "--compile", "--no-progress"],
-    "grouped": [],
-    "knn": [],
-    "modelnet": ["--steps", "5"],
+    "block": {},
+    "block_compiled": {"widths": [1024], "cases": ["graph"], "compile": True, "progress": False},
+    "grouped": {},
+    "knn": {},
+    "modelnet": {"steps": 5},
 }
 QUICK = {
-    "block": ["--widths", "32", "--nodes", "256", "--batch", "2", "--size", "8", "--repeats", "1",
-              "--no-progress"],
-    "block_compiled": ["--widths", "32", "--cases", "graph", "--nodes", "256", "--repeats", "1", "--compile",
-                       "--no-progress"],
-    "grouped": ["--channels", "64", "--nodes", "256", "--batch", "2", "--size", "8", "--repeats", "1"],
-    "knn": ["--batch", "2", "--points", "64", "--k", "4", "--dims", "3", "--repeats", "1"],
-    "modelnet": ["--models", "mgic_diffgcn", "dgcnn_pyg_example", "--batch", "2", "--points", "128", "--steps", "1"],
+    "block": {"widths": [32], "nodes": 256, "batch": 2, "size": 8, "repeats": 1, "progress": False},
+    "block_compiled": {"widths": [32], "cases": ["graph"], "nodes": 256, "repeats": 1, "compile": True,
+                       "progress": False},
+    "grouped": {"channels": 64, "nodes": 256, "batch": 2, "size": 8, "repeats": 1},
+    "knn": {"batch": 2, "points": 64, "k": [4], "dims": [3], "repeats": 1},
+    "modelnet": {"models": ["mgic_diffgcn", "dgcnn_pyg_example"], "batch": 2, "points": 128, "steps": 1},
 }
 KNN_SIZES = (1024, 4096, 16384)  # one cloud each: naive cdist needs N^2 floats (1 GiB at 16384)
 QUICK_KNN_SIZES = (32, 64)
@@ -82,14 +90,6 @@ def _number(value) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _run_command(argv: list[str]) -> None:
-    from mgic_geo.cli import main
-
-    status = main(argv)
-    if status:
-        raise RuntimeError(f"`mgic-geo {' '.join(argv)}` failed with exit status {status}")
 
 
 def headline(block: list[dict], knn: list[dict], modelnet: list[dict], *,
@@ -242,28 +242,25 @@ def bench_all(out: str | Path, *, quick: bool = False, device: str = "auto", knn
     images = prepare_output_dir(out / "images")
     options = QUICK if quick else FULL
     knn_sizes = list(knn_sizes or (QUICK_KNN_SIZES if quick else KNN_SIZES))
-    from mgic_geo.bench.block import machine_description, resolve_devices
-
     machine = machine_description(resolve_devices(device))
     started = time.perf_counter()
     commands, tables = [], {}
     for name in sections:
         folder = out / "bench" / name
-        argv = ["bench", COMMAND.get(name, name), *options[name], "--out", str(folder)]
-        if name != "grouped":
-            argv += ["--device", device]
-        _run_command(argv)
-        commands.append("mgic-geo " + " ".join(argv))
+        command = COMMAND.get(name, name)
+        kwargs = options[name] | {"out": folder} | ({"device": device} if name != "grouped" else {})
+        REPORTS[command](**kwargs)
+        commands.append("mgic-geo " + " ".join(command_line(f"bench {command}", kwargs)))
         tables[name] = folder
     knn_by_size = []
     if "knn" in sections:
         batch = 1 if quick else knn_batch
         for points in knn_sizes:
             folder = out / "bench" / "knn_sizes" / f"N{points}"
-            argv = ["bench", "knn", "--batch", str(batch), "--points", str(points), "--k", "10", "--dims", "3",
-                    "--repeats", "1" if quick else "3", "--device", device, "--out", str(folder)]
-            _run_command(argv)
-            commands.append("mgic-geo " + " ".join(argv))
+            kwargs = {"batch": batch, "points": points, "k": [10], "dims": [3], "repeats": 1 if quick else 3,
+                      "device": device, "out": folder}
+            report_knn(**kwargs)
+            commands.append("mgic-geo " + " ".join(command_line("bench knn", kwargs)))
             knn_by_size += [r | {"N": points} for r in read_csv(folder / "knn.csv") if r["status"] == "ok"]
 
     block = read_csv(tables["block"] / "block.csv") if "block" in tables else []

@@ -4,7 +4,7 @@ Two cases, each at the widths ``c`` of ``--widths`` (default 64, 256, 1024):
 
 * ``graph``: node features ``[N, c]`` (``N = --nodes``, default 32,768). Dense block:
   ``ChannelMixNormAct(c, 1)`` (a 1x1 mix, BN, ReLU); MGIC block:
-  ``MGICBlock(c, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)``.
+  ``MGICBlock(c, lambda w, g: ChannelMixNormAct(w, g), MGICConfig(group_size=8, coarsest=16))``.
 * ``image``: ``[B, c, H, W]`` (``B = --batch`` 32, ``H = W = --size`` 32). Dense block:
   ``ConvNormAct(c, 1)`` (3x3 conv, BN, ReLU); MGIC block: the same ``MGICBlock`` around
   ``ConvNormAct(w, g)``.
@@ -24,8 +24,8 @@ Timing
 
 Peak memory on CPU
     Every (case, c, variant) is measured in fresh processes forked from a ``multiprocessing``
-    forkserver that has imported torch once (a spawned interpreter pays about 4 s of torch import
-    per measurement here; a fork of a process that never ran a torch op is as fresh: its heap holds
+    forkserver that has imported torch once (a spawned interpreter pays seconds of torch import
+    per measurement; a fork of a process that never ran a torch op is as fresh: its heap holds
     no tensors and no allocator cache from other measurements). One process times the passes with
     glibc's default allocator settings. Another measures memory: it first pins glibc's mmap
     threshold at 128 KiB (``mallopt``), so every tensor is its own mapping and leaves the RSS when
@@ -56,9 +56,6 @@ ignored) come from :func:`mgic_geo.complexity.profile`: ``N c^2`` for the dense 
 """
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -70,52 +67,20 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mgic_geo.bench.process import (
-    current_rss_bytes,
-    peak_rss_bytes,
-    reset_peak_rss,
-    return_freed_memory_to_os,
-    run_in_fresh_process,
-    synchronize,
-    worker_context,
-)
-from mgic_geo.bench.traffic import GIB, count_traffic, measure_bandwidth
+from mgic_geo.bench.block_table import table_row
+from mgic_geo.bench.machine import resolve_devices
+from mgic_geo.bench.process import run_in_fresh_process, synchronize, worker_context
+from mgic_geo.bench.traffic import count_traffic, measure_bandwidth
 from mgic_geo.complexity import count_parameters, profile
 from mgic_geo.core.block import MGICBlock
-from mgic_geo.experiments.report import prepare_output_dir, write_table
+from mgic_geo.core.config import MGICConfig
 from mgic_geo.layers.conv_norm_act import ChannelMixNormAct, ConvNormAct
+from mgic_geo.memory import peak_rss_growth, return_freed_memory_to_os
 from mgic_geo.validation import check_int
 
 CASES = ("graph", "image")
 VARIANTS = ("dense", "grouped", "MGIC")
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_WIDTHS = (64, 256, 1024)
-MIB = 2**20
-
-COLUMNS = (
-    "device",
-    "case",
-    "c",
-    "MGIC levels",
-    "dense ms",
-    "grouped ms",
-    "MGIC ms",
-    "speed-up (dense/MGIC)",
-    "dense GiB moved",
-    "MGIC GiB moved",
-    "bandwidth GB/s",
-    "MGIC floor ms",
-    "MGIC ms / floor",
-    "dense peak MiB",
-    "grouped peak MiB",
-    "MGIC peak MiB",
-    "memory ratio (dense/MGIC)",
-    "dense params",
-    "MGIC params",
-    "dense GMAC",
-    "MGIC GMAC",
-    "MAC ratio (dense/MGIC)",
-)
 
 
 @dataclass(frozen=True)
@@ -157,7 +122,7 @@ def build_block(case: str, variant: str, width: int, *, group_size: int = 8, coa
         return level_block(width, 1)
     if variant == "grouped":
         return level_block(width, max(1, width // group_size))
-    return MGICBlock(width, lambda w, g: level_block(w, g), group_size=group_size, coarsest=coarsest,
+    return MGICBlock(width, lambda w, g: level_block(w, g), MGICConfig(group_size=group_size, coarsest=coarsest),
                      checkpoint=checkpoint)
 
 
@@ -262,10 +227,7 @@ def _peak_memory_cpu(spec: Measurement) -> dict:
     torch.set_num_threads(spec.num_threads)
     block, x, grad_output = _prepare(spec)
     _timed_passes(block, x, grad_output, 1)  # pages in kernel code, starts the thread pool
-    peak_reset = reset_peak_rss()
-    baseline = current_rss_bytes()
-    _timed_passes(block, x, grad_output, 1)
-    peak = max(0, peak_rss_bytes() - baseline)
+    peak, peak_reset = peak_rss_growth(lambda: _timed_passes(block, x, grad_output, 1))
     return {"peak_bytes": peak, "peak_reset": peak_reset, "malloc_pinned": malloc_pinned}
 
 
@@ -303,18 +265,9 @@ def _measure_cuda(spec: Measurement) -> dict:
 # The Python API
 
 
-def resolve_devices(device: str) -> list[str]:
-    """``auto`` means CPU, plus CUDA when it is available; ``cuda`` requires it."""
-    if device not in DEVICES:
-        raise ValueError(f"`--device` must be one of {DEVICES}, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("`--device cuda` was requested but CUDA is not available (torch.cuda.is_available() is False)")
-    if device == "auto":
-        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-    return [device]
-
-
-def _validate(widths, cases, nodes, batch, size, group_size, coarsest, repeats, warmup, seed) -> tuple[list, list]:
+def validate_options(widths, cases, nodes, batch, size, group_size, coarsest, repeats, warmup, seed) -> tuple[list, list]:
+    """The options of :func:`bench_block`, checked before anything is measured: ``(widths, cases)`` as
+    lists; a ``ValueError`` naming the bad option as on the command line (``--widths``, ...)."""
     widths = list(widths) if widths is not None else []
     if not widths:
         raise ValueError("`--widths` needs at least one width")
@@ -363,7 +316,7 @@ def bench_block(
     Raises:
         ValueError: a bad option, named as on the command line (``--nodes``, ``--device``, ...).
     """
-    widths, cases = _validate(widths, cases, nodes, batch, size, group_size, coarsest, repeats, warmup, seed)
+    widths, cases = validate_options(widths, cases, nodes, batch, size, group_size, coarsest, repeats, warmup, seed)
     devices = resolve_devices(device)
     num_threads = torch.get_num_threads()
     specs = [
@@ -397,163 +350,5 @@ def bench_block(
             RuntimeWarning,
             stacklevel=2,
         )
-    return [_row(dense, results[dense], results[grouped], results[mgic])
+    return [table_row(dense, results[dense], results[grouped], results[mgic])
             for dense, grouped, mgic in zip(specs[0::3], specs[1::3], specs[2::3])]
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else float("nan")
-
-
-def _row(spec: Measurement, dense: dict, grouped: dict, mgic: dict) -> dict:
-    dense_mib, mgic_mib = dense["peak_bytes"] / MIB, mgic["peak_bytes"] / MIB
-    floor_ms = 1e3 * _ratio(mgic["traffic_bytes"], mgic["bandwidth"])
-    return {
-        "device": spec.device,
-        "case": spec.case,
-        "c": spec.width,
-        "MGIC levels": mgic["levels"],
-        "dense ms": dense["ms"],
-        "grouped ms": grouped["ms"],
-        "MGIC ms": mgic["ms"],
-        "speed-up (dense/MGIC)": _ratio(dense["ms"], mgic["ms"]),
-        "dense GiB moved": dense["traffic_bytes"] / GIB,
-        "MGIC GiB moved": mgic["traffic_bytes"] / GIB,
-        "bandwidth GB/s": mgic["bandwidth"] / 1e9,
-        "MGIC floor ms": floor_ms,
-        "MGIC ms / floor": _ratio(mgic["ms"], floor_ms),
-        "dense peak MiB": dense_mib,
-        "grouped peak MiB": grouped["peak_bytes"] / MIB,
-        "MGIC peak MiB": mgic_mib,
-        "memory ratio (dense/MGIC)": _ratio(dense_mib, mgic_mib),
-        "dense params": dense["params"],
-        "MGIC params": mgic["params"],
-        "dense GMAC": dense["macs"] / 1e9,
-        "MGIC GMAC": mgic["macs"] / 1e9,
-        "MAC ratio (dense/MGIC)": _ratio(dense["macs"], mgic["macs"]),
-    }
-
-
-def machine_description(devices: Sequence[str]) -> str:
-    """CPU model, cores, torch threads, torch version and the measured devices, in one line."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    # Other jobs on a small machine distort both the times and the ratios (an op whose threads wait
-    # for a busy core pays a scheduler slice, and MGIC runs more, smaller ops), so record the load.
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    text = (
-        f"{cpu}, {cores} cores, torch threads {torch.get_num_threads()}, torch {torch.__version__}, "
-        f"1-min load average at start {load:.2f}"
-    )
-    shown = [f"cuda ({torch.cuda.get_device_name()})" if dev == "cuda" else dev for dev in devices]
-    return f"{text}, device {' + '.join(shown)}"
-
-
-def method_notes(*, warmup: int, repeats: int, group_size: int, coarsest: int, nodes: int, batch: int,
-                 size: int, channels_last: bool, devices: Sequence[str], checkpoint: bool = False,
-                 compile: bool = False) -> list[str]:
-    """The printed and saved notes: what was measured and how."""
-    lines = [
-        f"graph: node features [{nodes}, c], dense = ChannelMixNormAct(c, 1) (1x1 mix + BN + ReLU); "
-        f"image: [{batch}, c, {size}, {size}]{' channels_last' if channels_last else ''}, "
-        "dense = ConvNormAct(c, 1) (3x3 conv + BN + ReLU). "
-        f"MGIC = MGICBlock(c, level block, group_size={group_size}, coarsest={coarsest}"
-        f"{', checkpoint=True' if checkpoint else ''}), paper level rule; "
-        "`MGIC levels` counts widths c, c/2, ..., coarsest. grouped = the MGIC block's finest level block alone "
-        f"(c/{group_size} groups, nothing coupling them).",
-        f"time: median of {repeats} forward+backward passes after {warmup} warm-up pass(es), train mode, "
-        "input requires grad, backward with a ones gradient; ratios > 1 favour MGIC.",
-    ]
-    if compile:
-        lines.append("compiled: every block (dense, grouped and MGIC alike) wrapped in torch.compile (inductor, "
-                     "default mode), compiled during the warm-up passes; GiB moved is not counted for compiled "
-                     "kernels (n/a).")
-    if "cpu" in devices:
-        lines.append(
-            "CPU peak memory: each (case, c, variant) is timed in one fresh process and measured for memory in "
-            "another, both forked from a forkserver that only imported torch. The memory process pins glibc's mmap "
-            "threshold at 128 KiB so the RSS follows the live tensors, runs a warm-up pass, resets the peak-RSS "
-            "mark (/proc/self/clear_refs), and reports ru_maxrss after one forward+backward pass minus the RSS "
-            "(/proc/self/statm) before it: activations, gradients and temporaries."
-        )
-    if "cuda" in devices:
-        lines.append(
-            "CUDA peak memory: torch.cuda.max_memory_allocated after reset_peak_memory_stats, minus "
-            "memory_allocated before the timed passes; times with torch.cuda.synchronize around each pass."
-        )
-    lines.append(
-        "GiB moved: bytes every ATen operator of one forward+backward reads and writes (views excluded; "
-        "mgic_geo.bench.traffic); bandwidth: best 256 MiB copy in the timing process; MGIC floor ms = MGIC GiB "
-        "moved / bandwidth, the fastest the same operators could run."
-    )
-    lines.append(
-        "GMAC: forward multiply-accumulates from `mgic_geo.complexity.profile` (conv and channel maps; BN, ReLU, adds ignored)."
-    )
-    return lines
-
-
-# ----------------------------------------------------------------------------------------------
-# The command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS), metavar="C",
-                        help="block widths c (default: %(default)s)")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), metavar="CASE",
-                        help=f"cases to run, from {CASES} (default: both)")
-    parser.add_argument("--nodes", type=int, default=32_768, help="graph nodes N (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=32, help="image batch size (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=32, help="image height = width (default: %(default)s)")
-    parser.add_argument("--group-size", type=int, default=8, help="MGIC s_g (default: %(default)s)")
-    parser.add_argument("--coarsest", type=int, default=16, help="MGIC s_c (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes, median reported (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed passes first (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (CPU, plus CUDA when available), cpu or cuda")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last images and weights")
-    parser.add_argument("--checkpoint", action="store_true",
-                        help="MGIC block with checkpoint=True (recomputes each level in backward, less memory)")
-    parser.add_argument("--compile", action="store_true",
-                        help="wrap every block in torch.compile (compiled in the warm-up passes)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--out", default="outputs/bench",
-                        help="writes block.md and block.csv here (default: %(default)s)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
-
-
-def run(args: argparse.Namespace) -> int:
-    devices = resolve_devices(args.device)
-    options = dict(
-        nodes=args.nodes, batch=args.batch, size=args.size, group_size=args.group_size,
-        coarsest=args.coarsest, channels_last=args.channels_last, checkpoint=args.checkpoint,
-        compile=args.compile,
-    )
-    _validate(args.widths, args.cases, args.nodes, args.batch, args.size, args.group_size, args.coarsest,
-              args.repeats, args.warmup, args.seed)
-    out = prepare_output_dir(args.out)  # fail on a bad --out before minutes of measuring
-    machine = machine_description(devices)
-    started = time.perf_counter()
-    rows = bench_block(
-        widths=args.widths, cases=args.cases, repeats=args.repeats, warmup=args.warmup, device=args.device,
-        seed=args.seed, progress=args.progress, **options,
-    )
-    table_notes = [f"machine: {machine}"]
-    table_notes += method_notes(warmup=args.warmup, repeats=args.repeats, devices=devices, **options)
-    table_notes.append(f"wall time of the whole run: {time.perf_counter() - started:.1f} s")
-    md_path, csv_path, text = write_table(
-        rows, out, "block", title="Dense block vs MGIC block: forward+backward time and peak memory",
-        notes=table_notes, columns=COLUMNS,
-    )
-    print(f"machine: {machine}")
-    print(text)
-    print(f"wrote {md_path} and {csv_path}")
-    return 0
-

@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mgic_geo.bench.block import machine_description
-from mgic_geo.core.grouped import _channel_last_map, grouped_channel_map, to_channel_major
-from mgic_geo.experiments.report import prepare_output_dir, write_table
+from mgic_geo.bench.command import call_with_args
+from mgic_geo.bench.machine import machine_description
+from mgic_geo.core.grouped import channel_last_map, grouped_channel_map, to_channel_major
+from mgic_geo.tables import prepare_output_dir, write_table
 from mgic_geo.validation import check_int
 
 
@@ -40,7 +42,7 @@ def _grouped_conv2d_channels_last(x: Tensor, weight: Tensor) -> Tensor:
 
 
 def _row_major_supergroups(x: Tensor, weight: Tensor) -> Tensor:
-    return _channel_last_map(x.contiguous(), weight)
+    return channel_last_map(x.contiguous(), weight)
 
 
 def _row_major_then_channel_major(x: Tensor, weight: Tensor) -> Tensor:
@@ -122,17 +124,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/bench", help="writes grouped.md and grouped.csv here")
 
 
-def run(args: argparse.Namespace) -> int:
-    out = prepare_output_dir(args.out)
-    rows = bench_grouped(channels=args.channels, in_per_group=args.in_per_group, out_per_group=args.out_per_group,
-                         nodes=args.nodes, batch=args.batch, size=args.size, repeats=args.repeats)
+def report_grouped(
+    out: str | Path = "outputs/bench",
+    *,
+    channels: int = 1024,
+    in_per_group: int = 8,
+    out_per_group: int = 4,
+    nodes: int = 32_768,
+    batch: int = 32,
+    size: int = 32,
+    repeats: int = 3,
+) -> Path:
+    """What ``mgic-geo bench grouped`` does: :func:`bench_grouped` with these options, the table and
+    its notes printed and written to ``<out>/grouped.md`` and ``grouped.csv``.
+
+    Args:
+        out (str or Path): the folder of the table (created; checked before measuring).
+        channels, in_per_group, out_per_group, nodes, batch, size, repeats: as for :func:`bench_grouped`.
+
+    Returns:
+        Path: the markdown table.
+    """
+    out = prepare_output_dir(out)
+    rows = bench_grouped(channels=channels, in_per_group=in_per_group, out_per_group=out_per_group,
+                         nodes=nodes, batch=batch, size=size, repeats=repeats)
     machine = machine_description(["cpu"])
     notes = [
         f"machine: {machine}",
-        f"map: {args.channels} -> {args.channels // args.in_per_group * args.out_per_group} channels in groups of "
-        f"{args.in_per_group} -> {args.out_per_group}; nodes [{args.nodes}, C], images [{args.batch}, C, {args.size}, "
-        f"{args.size}]; median of {args.repeats} forward+backward passes after one warm-up.",
+        f"map: {channels} -> {channels // in_per_group * out_per_group} channels in groups of "
+        f"{in_per_group} -> {out_per_group}; nodes [{nodes}, C], images [{batch}, C, {size}, "
+        f"{size}]; median of {repeats} forward+backward passes after one warm-up.",
     ]
-    _, _, text = write_table(rows, out, "grouped", title="Grouped 1x1 channel map: formulations side by side", notes=notes)
+    md_path, _, text = write_table(rows, out, "grouped", title="Grouped 1x1 channel map: formulations side by side",
+                                   notes=notes)
     print(text)
+    return md_path
+
+
+def run(args: argparse.Namespace) -> int:
+    call_with_args(report_grouped, args)
     return 0

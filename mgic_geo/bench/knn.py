@@ -35,16 +35,18 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from mgic_geo.bench.block import machine_description
+from mgic_geo.bench.command import call_with_args
+from mgic_geo.bench.machine import machine_description
 from mgic_geo.bench.process import synchronize
-from mgic_geo.experiments.report import prepare_output_dir, write_table
-from mgic_geo.nn.knn import (GRID_CHUNK_ELEMENTS, GRID_MIN_POINTS, MAX_DISTANCE_ELEMENTS, _chunk_shape,
-                              _grid_buffer_elements, _grid_shape, knn_graph)
+from mgic_geo.tables import prepare_output_dir, write_table
+from mgic_geo.nn.knn import MAX_DISTANCE_ELEMENTS, cpu_distance_buffer_elements, knn_graph
+from mgic_geo.nn.knn_grid import GRID_CHUNK_ELEMENTS, GRID_MIN_POINTS
 from mgic_geo.validation import check_int
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -113,12 +115,7 @@ def distance_buffer_bytes(method: str, clouds: int, points: int, element_size: i
     if method == NAIVE:
         return clouds * points * points * element_size
     if method == OURS:
-        keep = min(k, points - 1)
-        if dims is not None and _grid_shape(points, dims, keep):  # :func:`mgic_geo.nn.knn._knn_grid`
-            return _grid_buffer_elements(points) * element_size
-        # the chunk of :func:`mgic_geo.nn.knn._knn_dense`, +inf padding included
-        clouds_per_chunk, rows, width = _chunk_shape(clouds, points, keep, "cpu")
-        return clouds_per_chunk * min(points, rows) * width * element_size
+        return cpu_distance_buffer_elements(clouds, points, k, dims) * element_size
     return None
 
 
@@ -324,29 +321,52 @@ def notes(rows: Sequence[dict], *, machine: str, batch: int, points: int, repeat
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
-    ks, dims = _validate(args.batch, args.points, args.k, args.dims, args.repeats, args.seed)
-    threads = getattr(args, "threads", None)
+def report_knn(
+    out: str | Path = "outputs/bench/knn",
+    *,
+    batch: int = 32,
+    points: int = 1024,
+    k: Sequence[int] = (10, 20),
+    dims: Sequence[int] = (3, 64),
+    repeats: int = 5,
+    device: str = "auto",
+    seed: int = 0,
+    threads: int | None = None,
+) -> Path:
+    """What ``mgic-geo bench knn`` does: :func:`bench_knn` with these options (``threads``: torch CPU
+    threads during the run, restored after), the table and its notes printed and written to
+    ``<out>/knn.md`` and ``knn.csv``.
+
+    Args:
+        out (str or Path): the folder of the table (created; checked before measuring).
+        batch, points, k, dims, repeats, device, seed: as for :func:`bench_knn`.
+        threads (int, optional): torch CPU threads during the measurement. (default: torch's)
+
+    Returns:
+        Path: the markdown table.
+
+    Raises:
+        ValueError: a bad option, named as on the command line.
+        DisagreementError: a method's graph differs from ours (nothing is written).
+    """
+    ks, dims = _validate(batch, points, k, dims, repeats, seed)
     if threads is not None:
         check_int("--threads", threads)
-    device = resolve_device(args.device)
-    out = prepare_output_dir(args.out)  # fail on a bad --out before measuring
+    device = resolve_device(device)
+    out = prepare_output_dir(out)  # fail on a bad --out before measuring
     machine = machine_description([device])  # before measuring: it records the load at the start
     started = time.perf_counter()
     default_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        rows = bench_knn(batch=args.batch, points=args.points, k=ks, dims=dims, repeats=args.repeats,
-                         device=device, seed=args.seed)
-    except DisagreementError as error:
-        print(f"mgic-geo: error: {error}", file=sys.stderr)
-        return 1
+        rows = bench_knn(batch=batch, points=points, k=ks, dims=dims, repeats=repeats,
+                         device=device, seed=seed)
     finally:
         torch.set_num_threads(default_threads)
     columns = list(COLUMNS) + ([CUDA_COLUMN] if device == "cuda" else [])
-    table_notes = notes(rows, machine=machine, batch=args.batch, points=args.points, repeats=args.repeats, device=device,
-                        seed=args.seed)
+    table_notes = notes(rows, machine=machine, batch=batch, points=points, repeats=repeats, device=device,
+                        seed=seed)
     if threads is not None:
         table_notes.insert(1, f"threads: torch.set_num_threads({threads}) during the measurement (the machine line "
                               "gives the default)")
@@ -357,4 +377,13 @@ def run(args: argparse.Namespace) -> int:
                                           notes=table_notes, columns=columns)
     print(text)
     print(f"wrote {md_path} and {csv_path}")
+    return md_path
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        call_with_args(report_knn, args)
+    except DisagreementError as error:
+        print(f"mgic-geo: error: {error}", file=sys.stderr)
+        return 1
     return 0

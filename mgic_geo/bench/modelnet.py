@@ -32,29 +32,23 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mgic_geo.bench.block import machine_description, resolve_devices
-from mgic_geo.bench.process import (
-    current_rss_bytes,
-    peak_rss_bytes,
-    reset_peak_rss,
-    return_freed_memory_to_os,
-    run_in_fresh_process,
-    synchronize,
-    worker_context,
-)
+from mgic_geo.bench.machine import machine_description, resolve_devices
+from mgic_geo.bench.command import call_with_args, complete_options, keyword_defaults
+from mgic_geo.bench.process import run_in_fresh_process, synchronize, worker_context
 from mgic_geo.complexity import count_parameters
-from mgic_geo.experiments.report import write_table
+from mgic_geo.memory import MIB, peak_rss_growth, return_freed_memory_to_os
 from mgic_geo.models import create_model, list_models
+from mgic_geo.tables import write_table
 from mgic_geo.validation import check_int
 
 DEFAULT_MODELS = ("mgic_diffgcn", "diffgcn", "dgcnn", "mgic_dgcnn", "dgcnn_pyg_example")
-MIB = 2**20
 # The modules whose global ``knn_graph`` the models call (patched by :func:`_knn_probe`).
 KNN_CALLERS = ("mgic_geo.models.clouds", "mgic_geo.models.dgcnn", "mgic_geo.nn.mgic_conv")
 
@@ -188,10 +182,8 @@ def _peak_memory_cpu(run: Run) -> dict:
     torch.set_num_threads(run.num_threads)
     model, optimizer, data = _prepare(run)
     _steps(model, optimizer, data, 1)  # optimizer state, thread pool, kernel code paged in
-    reset = reset_peak_rss()
-    baseline = current_rss_bytes()
-    _steps(model, optimizer, data, 1)
-    return {"peak_bytes": max(0, peak_rss_bytes() - baseline), "exact": pinned and reset}
+    peak, reset = peak_rss_growth(lambda: _steps(model, optimizer, data, 1))
+    return {"peak_bytes": peak, "exact": pinned and reset}
 
 
 def _measure_cuda(run: Run) -> dict:
@@ -294,21 +286,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/bench/modelnet", help="where to write modelnet.md/.csv")
 
 
-def run(args: argparse.Namespace) -> int:
-    rows = bench_modelnet(models=args.models, batch=args.batch, points=args.points, steps=args.steps,
-                          warmup=args.warmup, device=args.device, seed=args.seed, compile=args.compile)
+# The options of bench_modelnet, with their defaults (report_modelnet forwards them).
+MODELNET_OPTIONS = keyword_defaults(bench_modelnet)
+
+
+def report_modelnet(out: str | Path = "outputs/bench/modelnet", **options) -> Path:
+    """What ``mgic-geo bench modelnet`` does: :func:`bench_modelnet` with ``options``, the table and
+    its notes (machine, method) printed and written to ``<out>/modelnet.md`` and ``modelnet.csv``.
+
+    Args:
+        out (str or Path): the folder of the table (created).
+        **options: keyword options of :func:`bench_modelnet` (its defaults for the rest).
+
+    Returns:
+        Path: the markdown table.
+    """
+    options = complete_options(MODELNET_OPTIONS, options, "report_modelnet")
+    rows = bench_modelnet(**options)
+    batch, points, steps, warmup, compile = (options[name] for name in ("batch", "points", "steps", "warmup",
+                                                                         "compile"))
     notes = [
-        machine_description(resolve_devices(args.device)) + ".",
-        f"One training step: forward, cross-entropy, backward, SGD update on {args.batch} clouds of {args.points} points; "
-        f"median of {args.steps} steps after {args.warmup} warm-up step(s); the same batch for every model.",
+        machine_description(resolve_devices(options["device"])) + ".",
+        f"One training step: forward, cross-entropy, backward, SGD update on {batch} clouds of {points} points; "
+        f"median of {steps} steps after {warmup} warm-up step(s); the same batch for every model.",
         "kNN: ms / step spent in the models' knn_graph calls (timed inside the timed steps), and as a check the "
         "step time with one step's graphs recorded and handed back instead of built (share = 1 - given / built).",
-        *([f"torch.compile(backend={args.compile!r}): compiled ms / step after the warm-up that compiles; speed-up = "
+        *([f"torch.compile(backend={compile!r}): compiled ms / step after the warm-up that compiles; speed-up = "
            "eager / compiled; compile s = the warm-up; graph breaks from torch._dynamo.explain of the forward; "
-           "peak memory is the eager model's."] if args.compile else []),
+           "peak memory is the eager model's."] if compile else []),
         "Peak memory: CPU, growth of the resident set during one step in a fresh process (exact memory = the "
         "allocator pinning and the peak reset both worked); CUDA, max_memory_allocated during the timed steps.",
     ]
-    _, _, text = write_table(rows, args.out, "modelnet", title="ModelNet-10 training throughput", notes=notes)
+    md_path, _, text = write_table(rows, out, "modelnet", title="ModelNet-10 training throughput", notes=notes)
     print(text)
+    return md_path
+
+
+def run(args: argparse.Namespace) -> int:
+    call_with_args(report_modelnet, args, MODELNET_OPTIONS)
     return 0

@@ -1,15 +1,13 @@
-"""Measurement plumbing shared by the benchmarks: fresh forked processes and peak memory.
+"""Measurement plumbing shared by the benchmarks: fresh forked processes and device synchronisation.
 
-CPU peak memory is read from the process's resident set (see :mod:`mgic_geo.bench.block` for the
-method and its caveats), which only means something in a process that measured nothing before:
-:func:`run_in_fresh_process` forks one from a forkserver that has imported torch once.
+CPU peak memory is read from the process's resident set (:mod:`mgic_geo.memory`; see
+:mod:`mgic_geo.bench.block` for the method and its caveats), which only means something in a
+process that measured nothing before: :func:`run_in_fresh_process` forks one from a forkserver that
+has imported torch once.
 """
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
-import os
-import resource
 import traceback
 import warnings
 from typing import Callable
@@ -22,41 +20,9 @@ warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", ca
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA); nothing to wait for on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def current_rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        resident_pages = int(handle.read().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False if refused, in
-    which case ``ru_maxrss`` may still hold an older, higher peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def return_freed_memory_to_os() -> bool:
-    """Serve every allocation >= 128 KiB by mmap, so a freed tensor leaves the RSS at once.
-    Setting the threshold explicitly also switches off glibc's adaptive threshold, which after the
-    first large free would recycle tensors up to 32 MiB inside the heap."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
-    except (OSError, AttributeError):
-        return False
 
 
 def _worker_main(function: Callable, argument, connection) -> None:

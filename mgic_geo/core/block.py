@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
+from mgic_geo.core.config import MGICConfig
 from mgic_geo.core.grouped import to_channel_major, to_row_major
 from mgic_geo.core.norm import ChannelBatchNorm
-from mgic_geo.core.plan import ChannelHierarchy
 from mgic_geo.core.transfer import TransferOperator
 
 BlockFactory = Callable[[int, int], nn.Module]
@@ -47,20 +47,11 @@ class MGICBlock(nn.Module):
         block (callable): ``block(width, groups) -> nn.Module`` builds a level block that maps
             ``width`` channels to ``width`` channels with ``groups`` channel groups
             (``groups == 1`` on the coarsest level).
-        group_size (int): ``s_g``, channels per group on the fine levels.
-        coarsest (int): ``s_c``, the width of the coarsest level (an upper bound; see
-            :mod:`mgic_geo.core.plan`).
+        mgic (MGICConfig or dict, optional): group size, coarsest width, level rule, transfer and
+            correction init (:class:`~mgic_geo.core.config.MGICConfig`; a dict replaces some of
+            its defaults). (default: ``MGICConfig()``)
         norm (callable, optional): ``norm(width) -> nn.Module`` builds ``N_j``.
             (default: :class:`~mgic_geo.core.norm.ChannelBatchNorm`)
-        level_rule (str): ``"paper"`` or ``"official"`` (:mod:`mgic_geo.core.plan`).
-        transfer_init (str): ``"average"`` or ``"kaiming"``
-            (:class:`~mgic_geo.core.transfer.TransferOperator`).
-        zero_init_correction (bool): start every ``N_j`` with a zero scale, so the coarse-grid
-            corrections open from nothing during training, as zero-initialised last BNs of
-            residual blocks do (the paper leaves the init open; the authors' code uses BN's
-            default scale 1). Measured on ModelNet-10-style data, the diffGCN MGIC network does
-            not learn with scale 1 and does with 0 (see :class:`~mgic_geo.nn.MGICConv`).
-            (default: ``False``)
         group_width (callable, optional): ``group_width(width) -> int``, the width a level block
             of ``width`` channels is grouped on, when its grouped maps act on another width than
             its own (an inverted residual's expanded width). ``s_g`` and ``s_c`` are then measured
@@ -84,36 +75,30 @@ class MGICBlock(nn.Module):
         self,
         channels: int,
         block: BlockFactory,
+        mgic: MGICConfig | dict | None = None,
         *,
-        group_size: int,
-        coarsest: int,
         norm: Callable[[int], nn.Module] | None = None,
-        level_rule: str = "paper",
-        transfer_init: str = "average",
-        zero_init_correction: bool = False,
         group_width: Callable[[int], int] | None = None,
         checkpoint: bool = False,
     ):
         super().__init__()
         if not callable(block):
             raise ValueError(f"`block` must be a callable block(width, groups) -> nn.Module, got {block!r}")
-        self.hierarchy = ChannelHierarchy.build(
-            channels, group_size=group_size, coarsest=coarsest, level_rule=level_rule, group_width=group_width
-        )
-        self.channels, self.group_size, self.coarsest = channels, group_size, coarsest
-        self.level_rule, self.transfer_init = level_rule, transfer_init
+        self.mgic = mgic = MGICConfig.coerce(mgic)
+        self.hierarchy = mgic.hierarchy(channels, group_width=group_width)
+        self.channels = channels
         norm = norm or ChannelBatchNorm
         widths, groups = self.widths, self.groups
 
         self.blocks = nn.ModuleList(_build_level_block(block, w, g) for w, g in zip(widths, groups))
         self.restrictions = nn.ModuleList(
-            TransferOperator(widths[j], widths[j + 1], groups[j], init=transfer_init) for j in range(len(widths) - 1)
+            TransferOperator(widths[j], widths[j + 1], groups[j], init=mgic.transfer_init) for j in range(len(widths) - 1)
         )
         self.prolongations = nn.ModuleList(
-            TransferOperator(widths[j + 1], widths[j], groups[j], init=transfer_init) for j in range(len(widths) - 1)
+            TransferOperator(widths[j + 1], widths[j], groups[j], init=mgic.transfer_init)
+            for j in range(len(widths) - 1)
         )
         self.norms = nn.ModuleList(norm(widths[j]) for j in range(len(widths) - 1))
-        self.zero_init_correction = zero_init_correction
         self.checkpoint = checkpoint
         self.init_corrections()
 
@@ -139,9 +124,9 @@ class MGICBlock(nn.Module):
         self.init_corrections()
 
     def init_corrections(self) -> None:
-        """Zero the scale of every ``N_j`` when ``zero_init_correction`` (model-wide init helpers
-        call this after theirs)."""
-        if self.zero_init_correction:
+        """Zero the scale of every ``N_j`` when the config's ``zero_init_correction`` (model-wide
+        init helpers call this after theirs)."""
+        if self.mgic.zero_init_correction:
             for norm in self.norms:
                 if getattr(norm, "weight", None) is not None:
                     nn.init.zeros_(norm.weight)
@@ -197,7 +182,7 @@ class MGICBlock(nn.Module):
     def extra_repr(self) -> str:
         group_widths = f", group_widths={self.group_widths}" if self.group_widths != self.widths else ""
         return (
-            f"{self.channels}, group_size={self.group_size}, coarsest={self.coarsest}, "
+            f"{self.channels}, group_size={self.mgic.group_size}, coarsest={self.mgic.coarsest}, "
             f"widths={self.widths}, groups={self.groups}{group_widths}"
         )
 

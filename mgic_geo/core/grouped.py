@@ -1,18 +1,17 @@
 """Grouped 1x1 channel maps on channel dimension 1, for any tensor rank.
 
 One primitive serves the transfer operators ``R_j``/``P_j`` and the grouped 1x1 level blocks of
-node-feature networks. Which formulation is fastest depends on the memory layout. Forward +
-backward of a 1024 -> 512 map in groups of 8 -> 4 on the 2-core development CPU
-(``mgic-geo bench grouped``, the table is in the README):
+node-feature networks. Which formulation is fastest depends on the memory layout; ``mgic-geo
+bench grouped`` times the alternatives side by side (its table is in the README):
 
 * channel-major (``[B, C, *S]`` contiguous, e.g. NCHW images): each group is a small matrix
-  applied to a contiguous ``[a, S]`` slab, so one broadcast ``matmul`` does it (150 ms against
-  322 ms for ``conv2d(groups=g)``, batch 32 x 32 x 32).
+  applied to a contiguous ``[a, S]`` slab, so one broadcast ``matmul`` does it (faster than
+  ``conv2d(groups=g)``).
 * channel-last (``[N, C]`` node features, channels_last images): per-group GEMMs with an inner
-  dimension of 8 are slow here (902 ms with ``einsum``, 3.2 s with ``conv1d``), so neighbouring
-  groups are packed into block-diagonal super-groups of about ``SUPERGROUP_CHANNELS`` input
-  channels and applied as one batched GEMM (381 ms, N = 32,768) -- it multiplies the zero blocks
-  too, but long inner products pay for that. The zero blocks are built from the compact weight on
+  dimension of ``C / g`` (8 at the paper's ``s_g``) are slow (``einsum``, ``conv1d``), so
+  neighbouring groups are packed into block-diagonal super-groups of about
+  ``SUPERGROUP_CHANNELS`` input channels and applied as one batched GEMM -- it multiplies the zero
+  blocks too, but long inner products pay for that. The zero blocks are built from the compact weight on
   every call, so gradients reach only the real entries.
 * channel-major node features (``[N, C]`` whose transpose ``[C, N]`` is contiguous, see
   :func:`to_channel_major`): every group is again a contiguous ``[a, N]`` slab, so the broadcast
@@ -85,13 +84,28 @@ def _channel_last_map(x: Tensor, weight: Tensor) -> Tensor:
     return out.reshape(rows, -1)
 
 
+def channel_last_map(x: Tensor, weight: Tensor) -> Tensor:
+    """The grouped 1x1 map of row-major (channel-last) rows by block-diagonal super-groups: the
+    formulation :func:`grouped_channel_map` uses for ``[N, C]`` node features stored row by row,
+    whatever the layout of ``x`` (for comparisons such as ``mgic-geo bench grouped``).
+
+    Args:
+        x (Tensor): ``[M, g * a]`` rows, contiguous.
+        weight (Tensor): ``[g, b, a]``, ``g`` groups mapping ``a`` channels to ``b``.
+
+    Returns:
+        Tensor: ``[M, g * b]``.
+    """
+    return _channel_last_map(x, weight)
+
+
 def grouped_maps_by_supergroup(x: Tensor, weight: Tensor, supergroup_channels: int = SUPERGROUP_CHANNELS // 2) -> Tensor:
     """Several grouped 1x1 maps of the same row-major ``[M, g * a]`` input at once: ``weight`` is
     ``[g, F, b, a]`` (``F`` maps). Returns ``[S, M, F, w]``: for each of the ``S`` super-groups of
     :func:`_channel_last_map` (``w`` output channels each), every map's output, map by map, as one
     batched GEMM writes them (no layout copy of the output). The maps multiply ``F`` times the zero
     blocks of a super-group, so super-groups are narrower than for a single map: 32 input channels,
-    measured fastest for widths 32-256 with ``F = 5`` (the diffGCN mix) on the 2-core CPU."""
+    the fastest choice for widths 32-256 with ``F = 5`` (the diffGCN mix) in ``mgic-geo bench modelnet``."""
     groups, maps, out_per_group, in_per_group = weight.shape
     size = _supergroup_size(groups, in_per_group, supergroup_channels)
     supergroups = groups // size

@@ -17,7 +17,7 @@ def init_weights(model: nn.Module) -> nn.Module:
     """Kaiming-normal (fan-out, ReLU) for convolutions and grouped channel maps, ``N(0, 0.01)`` for
     linear layers (torchvision's classifier init), unit scale and zero shift for batch norms, zero
     biases; MGIC transfer operators keep their own init and zero-initialised corrections
-    (``MGICBlock(zero_init_correction=True)``) stay zero. Returns ``model``.
+    (``MGICConfig(zero_init_correction=True)``, the default) stay zero. Returns ``model``.
 
     Why not Kaiming for the linear layers too: on a 10-way classifier, fan-out Kaiming gives weights
     of standard deviation ``sqrt(2 / 10)``, and the untrained ResNet-56 started with logits of standard

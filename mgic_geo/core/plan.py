@@ -67,11 +67,20 @@ def level_groups(widths: list[int], group_size: int, group_widths: list[int] | N
         group_widths = widths
     elif len(group_widths) != len(widths):
         raise ValueError(f"`group_widths` needs one width per level ({len(widths)}), got {list(group_widths)!r}")
-    groups = []
-    for fine, coarse, wide in zip(widths[:-1], widths[1:], group_widths[:-1]):
-        limit = max(1, wide // group_size)
-        groups.append(max(g for g in range(1, limit + 1) if fine % g == 0 and coarse % g == 0 and wide % g == 0))
+    groups = [largest_group_count(wide // group_size, fine, coarse, wide)
+              for fine, coarse, wide in zip(widths[:-1], widths[1:], group_widths[:-1])]
     return groups + [1]
+
+
+def largest_group_count(limit: int, *widths: int) -> int:
+    """The group rule of the whole package: the largest count ``g <= limit`` (at least 1) that
+    divides every one of ``widths``, so a grouped map between any two of them never splits a
+    channel group. MGIC levels call it with ``limit = c_j // s_g``; grouped maps that widen or
+    narrow between MGIC stages with ``limit = (width groups are counted on) // s_g``."""
+    for groups in range(max(1, limit), 0, -1):
+        if all(width % groups == 0 for width in widths):
+            return groups
+    return 1
 
 
 def _group_width(group_width: Callable[[int], int], width: int) -> int:

@@ -10,6 +10,7 @@
   members go into a hidden scratch folder beside the destination, which is renamed into place only
   when every member was written; on any failure the scratch folder is removed, so nothing is left
   half-extracted.
+- :func:`download_and_extract` does both for a data set's archive, into an empty root only.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -75,20 +77,25 @@ def download(url: str, destination: str | os.PathLike, *, sha256: str | None = N
              size: int | None = None, timeout: float = 60.0, opener=None) -> Path:
     """Download ``url`` to ``destination`` through ``<destination>.part``, verified before it is renamed.
 
-    :param url: an ``http(s)://`` or ``file://`` URL.
-    :param destination: the file to create; its folder must exist. An existing file there is replaced
-        only by a verified download.
-    :param sha256: expected SHA-256 (hex); ``None``: not checked.
-    :param md5: expected MD5 (hex); ``None``: not checked.
-    :param size: expected size in bytes; ``None``: the server's ``Content-Length``, when sent, is checked.
-    :param timeout: seconds to wait for the server on each socket operation.
-    :param opener: ``urllib.request.urlopen``-like callable (tests substitute one).
-    :returns: ``destination``.
-    :raises DownloadError: (an ``OSError``) when the transfer fails or ends early; the ``.part`` file
-        is kept for a retry to resume. ``urllib.error.URLError`` (also an ``OSError``) when the server
-        cannot be reached or answers with an HTTP error.
-    :raises ValueError: on a size or checksum mismatch; the ``.part`` file is deleted, since resuming a
-        wrong prefix cannot give the right file.
+    Args:
+        url (str): an ``http(s)://`` or ``file://`` URL.
+        destination (str | os.PathLike): the file to create; its folder must exist. An existing file there is
+            replaced only by a verified download.
+        sha256 (str | None): expected SHA-256 (hex); ``None``: not checked.
+        md5 (str | None): expected MD5 (hex); ``None``: not checked.
+        size (int | None): expected size in bytes; ``None``: the server's ``Content-Length``, when sent, is checked.
+        timeout (float): seconds to wait for the server on each socket operation.
+        opener: ``urllib.request.urlopen``-like callable (tests substitute one).
+
+    Returns:
+        Path: ``destination``.
+
+    Raises:
+        DownloadError: (an ``OSError``) when the transfer fails or ends early; the ``.part`` file
+            is kept for a retry to resume. ``urllib.error.URLError`` (also an ``OSError``) when the server
+            cannot be reached or answers with an HTTP error.
+        ValueError: on a size or checksum mismatch; the ``.part`` file is deleted, since resuming a
+            wrong prefix cannot give the right file.
     """
     check_hex_digest("sha256", sha256, 64)
     check_hex_digest("md5", md5, 32)
@@ -185,15 +192,20 @@ def _check_tar(archive: Path, handle: tarfile.TarFile) -> tuple[list[tarfile.Tar
 def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, member: str | None = None) -> Path:
     """Safely extract a zip or tar(.gz/.bz2/.xz) archive (the format is told from the content).
 
-    :param archive: the archive file; a ``.part`` file (an unfinished download) is refused.
-    :param destination: the folder to create; it must not exist yet.
-    :param member: the folder inside the archive that becomes ``destination`` (e.g. ``"ModelNet10"``);
-        ``None``: the whole archive does. Whatever else the archive holds is dropped.
-    :returns: ``destination``.
-    :raises ValueError: naming the archive (and the member) for a ``.part`` file, an unknown format,
-        a truncated or corrupt archive, a member that escapes the target folder, a link or special file,
-        a missing ``member`` folder, or more data than the disk has room for.
-    :raises FileExistsError: when ``destination`` exists.
+    Args:
+        archive (str | os.PathLike): the archive file; a ``.part`` file (an unfinished download) is refused.
+        destination (str | os.PathLike): the folder to create; it must not exist yet.
+        member (str | None): the folder inside the archive that becomes ``destination`` (e.g. ``"ModelNet10"``);
+            ``None``: the whole archive does. Whatever else the archive holds is dropped.
+
+    Returns:
+        Path: ``destination``.
+
+    Raises:
+        ValueError: naming the archive (and the member) for a ``.part`` file, an unknown format,
+            a truncated or corrupt archive, a member that escapes the target folder, a link or special file,
+            a missing ``member`` folder, or more data than the disk has room for.
+        FileExistsError: when ``destination`` exists.
     """
     archive, destination = Path(archive), Path(destination)
     if archive.name.endswith(".part"):
@@ -247,3 +259,74 @@ def _check_room(archive: Path, total: int, folder: Path) -> None:
     if total > free:
         raise ValueError(f"archive {archive}: its members hold {total} bytes, {folder.parent} has {free} bytes free; "
                          "nothing was extracted")
+
+
+def _has_no_visible_entries(root: Path) -> bool:
+    return not root.is_dir() or all(p.name.startswith(".") for p in root.iterdir())
+
+
+def download_and_extract(url: str, root: str | os.PathLike, *, what: str, file_name: str, member: str, by_hand: str,
+                         md5: str | None = None, sha256: str | None = None, is_empty=_has_no_visible_entries,
+                         mismatch_as_sentence: bool = False) -> Path:
+    """Download an archive into the empty folder ``root`` and extract its folder ``member`` to ``root/member``.
+
+    The archive is streamed to the hidden ``root/.<file_name>.part`` (hidden files leave a root empty,
+    so a broken-off transfer is resumed by the next call, see :func:`download`), checked, extracted
+    with :func:`extract` (renamed into place only when every member was written; members escaping the
+    folder, links and special files are refused), and deleted, whether it extracted or not. Without
+    ``md5`` or ``sha256``, once the archive has extracted cleanly its SHA-256 is recorded in
+    ``root/.<file_name>.sha256`` (``sha256sum`` format) and printed with its size (stderr), so that a
+    later download can be compared with it.
+
+    Args:
+        url (str): where to download from (``http(s)://`` or ``file://``).
+        root (str or os.PathLike): the folder to fill; only an empty (or missing) one is written to.
+        what (str): the data set's name in messages (``"CIFAR-10"``).
+        file_name (str): the archive's file name (``"cifar-10-python.tar.gz"``).
+        member (str): the folder inside the archive that becomes ``root/member``.
+        by_hand (str): how to place the files by hand (a clause starting in lower case), appended
+            to every error.
+        md5 (str, optional): the archive's expected MD5 (hex).
+        sha256 (str, optional): the archive's expected SHA-256 (hex).
+        is_empty (callable): tells whether ``root`` counts as empty (default: no visible entries).
+        mismatch_as_sentence (bool): append ``by_hand`` to a checksum mismatch as a sentence of its
+            own instead of after a semicolon (the data sets' messages have always differed there).
+
+    Returns:
+        Path: ``root/member``.
+
+    Raises:
+        ValueError: for a malformed checksum, a non-empty ``root``, a checksum mismatch, or an unsafe,
+            truncated or corrupt archive (naming it and the member); the archive is then deleted.
+        RuntimeError: naming the URL and ``by_hand``, when the download fails (offline, HTTP error,
+            broken-off transfer: its ``.part`` file is kept for a retry).
+    """
+    check_hex_digest("md5", md5, 32)
+    check_hex_digest("sha256", sha256, 64)
+    root = Path(root)
+    if not is_empty(root):
+        raise ValueError(f"download: {str(root)!r} is not empty; downloads go only into an empty root")
+    as_sentence = f"{by_hand[0].upper()}{by_hand[1:]}"
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / f".{file_name}"
+    try:
+        try:
+            download(url, archive, md5=md5, sha256=sha256)
+        except OSError as err:  # URLError, DownloadError, socket errors
+            raise RuntimeError(f"could not download {what} from {url} into {str(root)!r} ({err}); {by_hand}") from err
+        except ValueError as err:
+            raise ValueError(f"{err}. {as_sentence}" if mismatch_as_sentence else f"{err}; {by_hand}") from None
+        unpinned = md5 is None and sha256 is None
+        digest, size = (file_digest(archive), archive.stat().st_size) if unpinned else (None, None)
+        try:
+            destination = extract(archive, root / member, member=member)
+        except ValueError as err:
+            raise ValueError(f"{err}; the downloaded archive was deleted. {as_sentence}") from None
+        if unpinned:  # recorded once the archive proved whole, so the record is worth comparing with
+            record = root / f".{file_name}.sha256"
+            record.write_text(f"{digest}  {file_name}\n")
+            print(f"{what}: downloaded {size} bytes from {url} with SHA-256 {digest} (no official checksum "
+                  f"exists; recorded in {record}; pass sha256= to pin it)", file=sys.stderr)
+    finally:
+        archive.unlink(missing_ok=True)  # extracted or broken, the archive itself is not kept
+    return destination

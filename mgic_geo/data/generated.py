@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from mgic_geo.data.layout import is_empty
+from mgic_geo.validation import check_int
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -39,3 +40,11 @@ def claim_generated_root(root: Path, marker_name: str, wanted: dict, *, what: st
     else:
         root.mkdir(parents=True, exist_ok=True)
         write_atomically(marker, json.dumps(wanted, indent=2) + "\n")
+
+
+def check_count_pair(name: str, value) -> tuple[int, int]:
+    """``value`` as a ``(train, test)`` pair of counts (e.g. synthetic shapes per class); a ``ValueError``
+    naming ``name`` unless it is a tuple or list of two positive integers."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"`{name}` must be a (train, test) pair of positive integers, got {value!r}")
+    return check_int(f"{name}[0]", value[0]), check_int(f"{name}[1]", value[1])

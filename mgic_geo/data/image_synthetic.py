@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mgic_geo.data.generated import claim_generated_root
+from mgic_geo.data.generated import check_count_pair, claim_generated_root
 from mgic_geo.validation import check_int
 
 GENERATOR_VERSION = 1
@@ -82,14 +82,19 @@ def write_synthetic_image_folder(root: str | os.PathLike, *, classes: int = 10, 
     ``root`` must be empty (or missing), or hold an earlier run with the same parameters, recorded in
     ``<root>/synthetic_images.json``; then only missing files are written, nothing is overwritten.
 
-    :param root: the folder to fill.
-    :param classes: how many of the ten patterns (:data:`PATTERNS`, in order) to use, 1 to 10.
-    :param images_per_class: ``(train, test)`` images of each class.
-    :param size: image side in pixels (at least 8).
-    :param seed: seed of the whole set.
-    :returns: ``root`` as a ``Path``.
-    :raises ValueError: for bad arguments, or a non-empty ``root`` not written by this function or
-        written with other parameters (nothing is deleted or overwritten; pick another root).
+    Args:
+        root (str | os.PathLike): the folder to fill.
+        classes (int): how many of the ten patterns (:data:`PATTERNS`, in order) to use, 1 to 10.
+        images_per_class (tuple[int, int]): ``(train, test)`` images of each class.
+        size (int): image side in pixels (at least 8).
+        seed (int): seed of the whole set.
+
+    Returns:
+        Path: ``root`` as a ``Path``.
+
+    Raises:
+        ValueError: for bad arguments, or a non-empty ``root`` not written by this function or
+            written with other parameters (nothing is deleted or overwritten; pick another root).
 
     Example::
 
@@ -103,11 +108,7 @@ def write_synthetic_image_folder(root: str | os.PathLike, *, classes: int = 10, 
     check_int("classes", classes)
     if classes > len(PATTERNS):
         raise ValueError(f"`classes` must be at most {len(PATTERNS)} (the synthetic patterns), got {classes}")
-    counts = tuple(images_per_class) if isinstance(images_per_class, (tuple, list)) else (images_per_class,)
-    if len(counts) != 2:
-        raise ValueError(f"`images_per_class` must be a (train, test) pair of positive integers, got {images_per_class!r}")
-    check_int("images_per_class[0]", counts[0])
-    check_int("images_per_class[1]", counts[1])
+    counts = check_count_pair("images_per_class", images_per_class)
     check_int("size", size, minimum=8)
     check_int("seed", seed, minimum=0)
     root = Path(root)

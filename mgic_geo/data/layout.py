@@ -10,7 +10,6 @@ with it is a ``ValueError`` that shows the expected tree.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,41 +161,22 @@ def download_modelnet10(root: str | Path, *, url: str = MODELNET10_URL, sha256: 
     archive has extracted cleanly, its SHA-256 and size are printed (stderr) and its SHA-256 recorded in
     ``root/.ModelNet10.zip.sha256`` (``sha256sum`` format), so that a later download can be compared with it.
 
-    :param root: an empty (or missing) folder.
-    :param url: where to download from (``http(s)://`` or ``file://``).
-    :param sha256: the expected SHA-256 of the archive (hex), or ``None``.
-    :returns: ``root/ModelNet10``.
-    :raises ValueError: for a non-empty ``root``, a checksum mismatch, or an unsafe, truncated or
-        corrupt archive (naming it and the member); the archive is then deleted.
-    :raises RuntimeError: naming the URL and saying how to place the files by hand, when the download
-        fails (offline, HTTP error, broken-off transfer: its ``.part`` file is kept for a retry).
-    """
-    from mgic_geo.data.archive import check_hex_digest, download, extract, file_digest
+    Args:
+        root (str | Path): an empty (or missing) folder.
+        url (str): where to download from (``http(s)://`` or ``file://``).
+        sha256 (str | None): the expected SHA-256 of the archive (hex), or ``None``.
 
-    check_hex_digest("sha256", sha256, 64)
-    root = Path(root)
-    if not is_empty(root):
-        raise ValueError(f"download: {str(root)!r} is not empty; downloads go only into an empty root")
-    by_hand = f"offline, extract ModelNet10.zip there by hand so that {root}/ModelNet10/bathtub/train/... exists"
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / ".ModelNet10.zip"
-    try:
-        try:
-            download(url, archive, sha256=sha256)
-        except OSError as err:  # URLError, DownloadError, socket errors
-            raise RuntimeError(f"could not download ModelNet-10 from {url} into {str(root)!r} ({err}); {by_hand}") from err
-        except ValueError as err:
-            raise ValueError(f"{err}; {by_hand}") from None
-        digest, size = (file_digest(archive), archive.stat().st_size) if sha256 is None else (sha256, None)
-        try:
-            extract(archive, root / "ModelNet10", member="ModelNet10")
-        except ValueError as err:
-            raise ValueError(f"{err}; the downloaded archive was deleted. {by_hand[0].upper()}{by_hand[1:]}") from None
-        if size is not None:  # recorded once the archive proved whole, so the record is worth comparing with
-            record = root / ".ModelNet10.zip.sha256"
-            record.write_text(f"{digest}  ModelNet10.zip\n")
-            print(f"ModelNet-10: downloaded {size} bytes from {url} with SHA-256 {digest} (no official checksum "
-                  f"exists; recorded in {record}; pass sha256= to pin it)", file=sys.stderr)
-    finally:
-        archive.unlink(missing_ok=True)  # extracted or broken, the archive itself is not kept
-    return root / "ModelNet10"
+    Returns:
+        Path: ``root/ModelNet10``.
+
+    Raises:
+        ValueError: for a non-empty ``root``, a checksum mismatch, or an unsafe, truncated or
+            corrupt archive (naming it and the member); the archive is then deleted.
+        RuntimeError: naming the URL and saying how to place the files by hand, when the download
+            fails (offline, HTTP error, broken-off transfer: its ``.part`` file is kept for a retry).
+    """
+    from mgic_geo.data.archive import download_and_extract
+
+    by_hand = f"offline, extract ModelNet10.zip there by hand so that {Path(root)}/ModelNet10/bathtub/train/... exists"
+    return download_and_extract(url, root, what="ModelNet-10", file_name="ModelNet10.zip", member="ModelNet10",
+                                by_hand=by_hand, sha256=sha256, is_empty=is_empty)

@@ -25,38 +25,26 @@ Sampling and seeding:
   end-of-epoch checkpoint draws the clouds an uninterrupted run would (``mgic-geo fit`` restores the
   global generators too: :class:`mgic_geo.training.fault.RandomState`).
 
-Parsed shapes are cached as ``.pt`` files under ``<cache>/v1/`` mirroring the class folders; a
-cache file's name carries the raw file's size and modification time, so an edited raw file is parsed
-again. Raw files are only ever read. ``<cache>`` is ``cache_dir`` when given, else
-:func:`default_cache_dir`: ``<root>/processed_mgic`` when the root's permission bits let this user
-write it, otherwise a per-user folder (``$MGIC_CACHE_DIR/shapes/<hash>``, by default
-``~/.cache/mgic_geo/shapes/<hash>``, ``<hash>`` from the resolved root path), so a shared read-only
-root is never written to, even by root. Where the cache cannot be written after all, the parsed
-shapes stay in memory, with one warning.
+Parsed shapes come from the cache of :mod:`mgic_geo.data.shape_cache`.
 """
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
-import random
-import stat
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import FixedPoints, SamplePoints
 
+from mgic_geo.data.base import BaseDataModule
+from mgic_geo.data.generated import check_count_pair
 from mgic_geo.data.layout import (
     ALL_SPLITS,
-    CACHE_DIR,
     CLASSES,
     SOURCES,
     Layout,
@@ -64,139 +52,11 @@ from mgic_geo.data.layout import (
     find_layout,
     is_empty,
 )
-from mgic_geo.data.readers import read_shape
-from mgic_geo.data.shuffle import ResumableShuffle
+from mgic_geo.data.shape_cache import ShapeCache, default_cache_dir, one_thread
 from mgic_geo.data.split import check_fraction, stratified_split
 from mgic_geo.data.synthetic import write_synthetic_modelnet
 from mgic_geo.data.transforms import NormalizeUnitSphere, dgcnn_augmentation
 from mgic_geo.validation import check_int
-
-CACHE_VERSION = 1
-CACHE_ENV = "MGIC_CACHE_DIR"
-
-
-MEMORY_BYTES = 2**30  # parsed shapes a ShapeCache keeps in memory per process (ModelNet-10 train: 63 MB)
-
-
-def writable_by_mode(folder: Path) -> bool:
-    """Whether ``folder``'s permission bits (owner, group or other, whichever applies to this process)
-    allow writing, on a file system not mounted read-only. Unlike ``os.access``, this is ``False`` for
-    a ``r-x`` folder even when running as root."""
-    try:
-        info = folder.stat()
-        if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return False
-    except OSError:
-        return False
-    if not hasattr(os, "geteuid"):  # no POSIX owners (Windows)
-        return os.access(folder, os.W_OK)
-    if info.st_uid == os.geteuid():
-        bit = stat.S_IWUSR
-    elif info.st_gid == os.getegid() or info.st_gid in os.getgroups():
-        bit = stat.S_IWGRP
-    else:
-        bit = stat.S_IWOTH
-    return bool(info.st_mode & bit)
-
-
-def default_cache_dir(root: str | Path) -> Path:
-    """Where the parsed shapes of ``root`` are cached when no ``cache_dir`` is given:
-    ``<root>/processed_mgic`` when :func:`writable_by_mode` says ``root`` may be written, otherwise
-    ``<base>/shapes/<hash>``, with ``<base>`` = ``$MGIC_CACHE_DIR`` or ``$XDG_CACHE_HOME/mgic_geo``
-    (``~/.cache/mgic_geo``) and ``<hash>`` the first 16 hex digits of the SHA-256 of the resolved
-    root path (one folder per root)."""
-    root = Path(root)
-    if writable_by_mode(root):
-        return root / CACHE_DIR
-    base = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                                                     "mgic_geo")
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return Path(base) / "shapes" / digest
-
-
-class ShapeCache:
-    """Parsed shapes of one data root, under ``<folder>/v1/``: ``{"pos": float32 [N, 3]}`` for point
-    clouds (centred in float64 first, so far-off-origin coordinates keep their precision) and
-    additionally ``{"face": int32 [3, F]}`` for meshes.
-
-    :param folder: the cache folder (``<root>/processed_mgic`` by default, see :func:`default_cache_dir`);
-        one per data root.
-    :param data_dir: the folder holding the class folders; cache entries mirror the paths below it.
-    """
-
-    def __init__(self, folder: Path, data_dir: Path):
-        self.dir = Path(folder) / f"v{CACHE_VERSION}"
-        self.data_dir = data_dir
-        self.memory: dict[Path, dict[str, Tensor]] = {}
-        self.warned = False
-        # Entries read back, kept in this process (an epoch then reads no file twice), up to
-        # MEMORY_BYTES; keyed by entry path, which changes with the raw file's size and mtime.
-        self.loaded: dict[Path, dict[str, Tensor]] = {}
-        self.loaded_bytes = 0
-
-    def _entry(self, file: Path) -> Path:
-        stat = file.stat()
-        relative = file.relative_to(self.data_dir)
-        return self.dir / relative.parent / f"{relative.name}.{stat.st_size}-{stat.st_mtime_ns}.pt"
-
-    def _parse(self, file: Path) -> dict[str, Tensor]:
-        with _one_thread():
-            shape = read_shape(file)
-        if "face" in shape:
-            return {"pos": shape["pos"].float(), "face": shape["face"].int()}
-        pos = shape["pos"]
-        return {"pos": (pos - pos.mean(dim=0)).float()}
-
-    def _store(self, entry: Path, file: Path, shape: dict[str, Tensor]) -> None:
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            for stale in entry.parent.glob(f"{glob.escape(file.name)}.*.pt"):  # earlier versions of this raw file
-                stale.unlink()
-            partial = entry.with_name(f".{entry.name}.{os.getpid()}.partial")
-            torch.save(shape, partial)
-            os.replace(partial, entry)  # atomic: parallel processes may write the same entry
-        except OSError as err:
-            if not self.warned:
-                warnings.warn(f"cannot write the shape cache under {self.dir} ({err}); parsed shapes are kept in memory "
-                              "instead, per process", stacklevel=3)
-                self.warned = True
-            self.memory[file] = shape
-
-    def ensure(self, file: Path) -> None:
-        """Parse ``file`` into the cache unless it is there already; ``ValueError`` for a bad file."""
-        if file not in self.memory and not self._entry(file).is_file():
-            self._store(self._entry(file), file, self._parse(file))
-
-    def load(self, file: Path) -> dict[str, Tensor]:
-        """The parsed shape of ``file`` (parsed now if the cache lacks it)."""
-        if file in self.memory:
-            return self.memory[file]
-        entry = self._entry(file)
-        if entry in self.loaded:
-            return self.loaded[entry]
-        try:
-            shape = torch.load(entry, weights_only=True)
-        except Exception:  # missing or damaged cache entry: parse the raw file again
-            shape = self._parse(file)
-            self._store(entry, file, shape)
-        size = sum(t.numel() * t.element_size() for t in shape.values())
-        if self.loaded_bytes + size <= MEMORY_BYTES:
-            self.loaded[entry] = shape
-            self.loaded_bytes += size
-        return shape
-
-
-@contextmanager
-def _one_thread():
-    # One cloud is a few dozen tiny ops. With intra-op threads (num_workers=0 shares the model's), each
-    # pays an OpenMP wake-up: measured 50 ms instead of 3 ms per cloud on a busy 2-core machine.
-    # DataLoader workers are single-threaded anyway.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def shape_seed(seed: int, index: int) -> int:
@@ -227,12 +87,13 @@ def sample_cloud(shape: dict[str, Tensor], num_points: int, *, seed: int | None 
 class ModelNetShapes(Dataset):
     """One split as fixed-size clouds: item ``i`` is ``Data(pos=[num_points, 3], y=[1])``.
 
-    :param files: ``(path, label)`` pairs.
-    :param cache: where the parsed shapes come from.
-    :param num_points: points per cloud.
-    :param seed: ``None`` draws fresh points on every access (training); an integer draws shape ``i``
-        under a generator seeded from ``(seed, i)``, the same points on every access (test).
-    :param transform: applied after sampling and normalisation (the training augmentation).
+    Args:
+        files (list[tuple[Path, int]]): ``(path, label)`` pairs.
+        cache (ShapeCache): where the parsed shapes come from.
+        num_points (int): points per cloud.
+        seed (int, optional): ``None`` draws fresh points on every access (training); an integer draws shape ``i``
+            under a generator seeded from ``(seed, i)``, the same points on every access (test).
+        transform (callable, optional): applied after sampling and normalisation (the training augmentation).
     """
 
     def __init__(self, files: list[tuple[Path, int]], cache: ShapeCache, num_points: int, *,
@@ -244,7 +105,7 @@ class ModelNetShapes(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> Data:
-        with _one_thread():
+        with one_thread():
             file, label = self.files[index]
             shape = self.cache.load(file)
             data = sample_cloud(shape, self.num_points, seed=None if self.seed is None else shape_seed(self.seed, index))
@@ -255,15 +116,7 @@ class ModelNetShapes(Dataset):
         return f"{self.__class__.__name__}({len(self)}, num_points={self.num_points}, seeded={self.seed is not None})"
 
 
-def _seed_worker(worker_id: int) -> None:
-    # PyTorch seeds torch (and `random`) in each worker from the loader's generator; numpy too, for
-    # transforms that draw from it.
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
+class ModelNet10DataModule(BaseDataModule):
     """ModelNet-10 as batches of ``num_points``-point clouds, from meshes, point-cloud files, or
     generated stand-in meshes.
 
@@ -280,32 +133,33 @@ class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
     takes as "skip validation". :meth:`test_dataloader` serves ``<class>/test/``; on a root without
     it (e.g. the official train split alone) it raises a ``ValueError`` naming the missing folders.
 
-    :param root: the data root (see ``datasets/README.md`` and :func:`find_layout` for the layout).
-    :param source: ``"auto"`` (tell meshes from point-cloud files by what is under ``root``),
-        ``"meshes"`` (``.off``), ``"points"`` (``.pcd .ply .xyz .pts .txt .npy``) or ``"synthetic"``
-        (write :func:`write_synthetic_modelnet` shapes into ``root`` if missing, read them as meshes).
-    :param num_points: points per cloud.
-    :param batch_size: clouds per batch; the training loader drops the last incomplete batch (for
-        BatchNorm), so it must not exceed the number of training shapes.
-    :param num_workers: ``DataLoader`` worker processes (0: load in the main process).
-    :param augment: DGCNN's training augmentation (anisotropic scale in [2/3, 3/2], shift in
-        [-0.2, 0.2], point shuffle); ``False`` trains on the normalised clouds as they are.
-        Validation and test clouds are never augmented.
-    :param skip_bad: drop unreadable shape files with one warning instead of raising.
-    :param seed: seeds the training shuffle (and the worker seeds) and the fixed validation and test
-        sampling.
-    :param val_fraction: the share of each class's training files held out for validation, in
-        ``[0, 1)`` (0.1: 399 of the 3,991 official training files); ignored when the root has
-        ``<class>/val/`` folders; 0 without them: no validation.
-    :param split_seed: which files are held out (separate from ``seed``, so several training seeds
-        can share one validation split).
-    :param cache_dir: the parsed-shape cache folder, one per root; ``None``: ``<root>/processed_mgic``
-        where the root's permission bits allow writing, else a per-user folder
-        (:func:`default_cache_dir`). A folder inside the root must be named ``processed_mgic``.
-    :param synthetic_shapes: ``(train, test)`` shapes per class for ``source="synthetic"``.
-    :param synthetic_seed: seed of the synthetic shapes (separate from ``seed``, so several training
-        seeds can share one synthetic root).
-    :param download: download the official archive when ``root`` is empty (needs internet).
+    Args:
+        root (str): the data root (see ``datasets/README.md`` and :func:`find_layout` for the layout).
+        source (str): ``"auto"`` (tell meshes from point-cloud files by what is under ``root``),
+            ``"meshes"`` (``.off``), ``"points"`` (``.pcd .ply .xyz .pts .txt .npy``) or ``"synthetic"``
+            (write :func:`write_synthetic_modelnet` shapes into ``root`` if missing, read them as meshes).
+        num_points (int): points per cloud.
+        batch_size (int): clouds per batch; the training loader drops the last incomplete batch (for
+            BatchNorm), so it must not exceed the number of training shapes.
+        num_workers (int): ``DataLoader`` worker processes (0: load in the main process).
+        augment (bool): DGCNN's training augmentation (anisotropic scale in [2/3, 3/2], shift in
+            [-0.2, 0.2], point shuffle); ``False`` trains on the normalised clouds as they are.
+            Validation and test clouds are never augmented.
+        skip_bad (bool): drop unreadable shape files with one warning instead of raising.
+        seed (int): seeds the training shuffle (and the worker seeds) and the fixed validation and test
+            sampling.
+        val_fraction (float): the share of each class's training files held out for validation, in
+            ``[0, 1)`` (0.1: 399 of the 3,991 official training files); ignored when the root has
+            ``<class>/val/`` folders; 0 without them: no validation.
+        split_seed (int): which files are held out (separate from ``seed``, so several training seeds
+            can share one validation split).
+        cache_dir (str, optional): the parsed-shape cache folder, one per root; ``None``: ``<root>/processed_mgic``
+            where the root's permission bits allow writing, else a per-user folder
+            (:func:`default_cache_dir`). A folder inside the root must be named ``processed_mgic``.
+        synthetic_shapes ((int, int)): ``(train, test)`` shapes per class for ``source="synthetic"``.
+        synthetic_seed (int): seed of the synthetic shapes (separate from ``seed``, so several training
+            seeds can share one synthetic root).
+        download (bool): download the official archive when ``root`` is empty (needs internet).
 
     Example::
 
@@ -324,6 +178,9 @@ class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
         >>> tmp.cleanup()
     """
 
+    loader_class = DataLoader  # PyG's: batches Data objects
+    sample_name = "shapes"
+
     def __init__(
         self,
         root: str = "datasets/modelnet10",
@@ -341,36 +198,23 @@ class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
         synthetic_seed: int = 0,
         download: bool = False,
     ) -> None:
-        super().__init__()
         if source not in SOURCES:
             raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}")
         check_int("num_points", num_points)
-        check_int("batch_size", batch_size)
-        check_int("num_workers", num_workers, minimum=0)
-        check_int("seed", seed, minimum=0)
         check_fraction("val_fraction", val_fraction)
         check_int("split_seed", split_seed, minimum=0)
         if cache_dir is not None and (not isinstance(cache_dir, (str, os.PathLike)) or not str(cache_dir)):
             raise ValueError(f"`cache_dir` must be a folder path or None, got {cache_dir!r}")
         check_int("synthetic_seed", synthetic_seed, minimum=0)
-        if not isinstance(synthetic_shapes, (tuple, list)) or len(synthetic_shapes) != 2:
-            raise ValueError(f"`synthetic_shapes` must be a (train, test) pair of positive integers, got {synthetic_shapes!r}")
-        check_int("synthetic_shapes[0]", synthetic_shapes[0])
-        check_int("synthetic_shapes[1]", synthetic_shapes[1])
-        for name, flag in (("augment", augment), ("skip_bad", skip_bad), ("download", download)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"`{name}` must be True or False, got {flag!r}")
+        pair = check_count_pair("synthetic_shapes", synthetic_shapes)
+        super().__init__(root, batch_size=batch_size, num_workers=num_workers, seed=seed, augment=augment,
+                         skip_bad=skip_bad, download=download)
         self.save_hyperparameters()
-        self.root = Path(root)
-        self.source, self.num_points, self.batch_size, self.num_workers = source, num_points, batch_size, num_workers
-        self.augment, self.skip_bad, self.seed, self.download = augment, skip_bad, seed, download
+        self.source, self.num_points = source, num_points
         self.val_fraction, self.split_seed = float(val_fraction), split_seed
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.synthetic_shapes, self.synthetic_seed = (int(synthetic_shapes[0]), int(synthetic_shapes[1])), synthetic_seed
+        self.synthetic_shapes, self.synthetic_seed = pair, synthetic_seed
         self.train_transform = dgcnn_augmentation() if augment else None
-        # One generator for the datamodule's life: a reloaded training loader continues the stream
-        # instead of repeating the first epoch's order.
-        self.generator = torch.Generator().manual_seed(seed)
         self.layout: Layout | None = None
         self.cache: ShapeCache | None = None
         self.splits: dict[str, list[tuple[Path, int]]] | None = None
@@ -482,43 +326,9 @@ class ModelNet10DataModule(ResumableShuffle, LightningDataModule):
                 raise ValueError(f"no readable {split} shapes left under {str(layout.data_dir)!r} for class(es) "
                                  f"{', '.join(empty)} after dropping bad files")
         if "train" in files:
-            if len(files["train"]) < self.batch_size:
-                raise ValueError(f"`batch_size` ({self.batch_size}) exceeds the {len(files['train'])} training shapes; "
-                                 "the training loader drops incomplete batches, so it would yield nothing")
+            self.check_train_size(len(files["train"]))
             self.train_set = ModelNetShapes(files["train"], self.cache, self.num_points, transform=self.train_transform)
         if "val" in files:
             self.val_set = ModelNetShapes(files["val"], self.cache, self.num_points, seed=self.seed)
         if "test" in files:
             self.test_set = ModelNetShapes(files["test"], self.cache, self.num_points, seed=self.seed)
-
-    def _loader(self, dataset: ModelNetShapes, train: bool) -> DataLoader:
-        # Training workers start afresh each epoch, seeded from the generator, which checkpoints keep
-        # (state_dict): a resumed run's workers then draw what an uninterrupted run's would.
-        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0 and not train,
-                   "worker_init_fn": _seed_worker if self.num_workers > 0 else None}
-        if train:
-            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                              generator=self.generator, **workers)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **workers)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training batches with fresh points and augmentation each epoch."""
-        if self.train_set is None:
-            self.setup("fit")
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        """Validation batches in file order, the same points every time (no augmentation); ``[]``
-        when there is no validation split (Lightning then skips validation)."""
-        if self.val_set is None:
-            self.setup("validate")
-        if not len(self.val_set):
-            return []
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in file order, the same points every time; a ``ValueError`` naming the
-        missing ``<class>/test/`` folders on a root without a test split."""
-        if self.test_set is None:
-            self.setup("test")
-        return self._loader(self.test_set, train=False)

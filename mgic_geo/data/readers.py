@@ -35,16 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mgic_geo.data.errors import DataFileError  # noqa: F401  (raised by every reader, importable from here)
+from mgic_geo.data.errors import problem as _problem
 from mgic_geo.data.layout import MESH_EXTENSIONS, POINT_EXTENSIONS
-
-
-class DataFileError(ValueError):
-    """A data file that cannot be read as what its name says; the message starts with the file's path.
-    A ``ValueError``, so code that catches ``ValueError`` keeps working."""
-
-
-def _problem(path, text: str) -> DataFileError:
-    return DataFileError(f"{path}: {text}")
+from mgic_geo.data.point_headers import check_pcd, check_ply, pcd_has_keywords
 
 
 def _fan(row: str, number: int) -> list[str]:
@@ -66,11 +60,16 @@ def _fan(row: str, number: int) -> list[str]:
 def read_mesh(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
     """Read a text OFF mesh.
 
-    :param path: an ``.off`` file.
-    :returns: ``(pos, face)``: float32 vertices ``[V, 3]`` and int64 triangles ``[3, F]``.
-    :raises DataFileError: (a ``ValueError``) naming the file, for a file that is not OFF text, a bad
-        header, fewer or more rows than the header announces, a malformed row, NaN/inf coordinates, a
-        face index out of range, or a mesh without area.
+    Args:
+        path (str | os.PathLike): an ``.off`` file.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``(pos, face)``: float32 vertices ``[V, 3]`` and int64 triangles ``[3, F]``.
+
+    Raises:
+        DataFileError: (a ``ValueError``) naming the file, for a file that is not OFF text, a bad
+            header, fewer or more rows than the header announces, a malformed row, NaN/inf coordinates, a
+            face index out of range, or a mesh without area.
     """
     from torch_geometric.io.off import parse_off
 
@@ -138,167 +137,16 @@ def check_cloud(path, points: np.ndarray) -> np.ndarray:
     return points
 
 
-# Headers are checked here before open3d sees the file: open3d crashes the interpreter (segfault) on a PCD
-# COUNT of -1, 2**31-1 or a non-number, and allocates whatever a PCD/PLY header claims (10**12 points:
-# std::bad_alloc or the machine's memory). Only headers that pass these checks reach open3d, and every
-# count is bounded by the bytes the file holds after its header.
-HEADER_LIMIT = 1 << 16  # bytes; PCD and PLY headers are a few hundred
-LINE_LIMIT = 1000  # characters; open3d reads PCD header lines into a 1024-byte buffer and splits longer ones
-PCD_KEYWORDS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
-PCD_TYPES = {"F": (4, 8), "I": (1, 2, 4, 8), "U": (1, 2, 4, 8)}
-PLY_TYPES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
-             "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
-PLY_FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
-MAX_COUNT = 2**31 - 1  # open3d and rply keep counts in C ints
-
-
-def _count(path: Path, keyword: str, token: str, minimum: int = 0) -> int:
-    if not re.fullmatch(r"\d{1,10}", token) or not minimum <= int(token) <= MAX_COUNT:
-        raise _problem(path, f"bad header: {keyword} must be an integer in [{minimum}, {MAX_COUNT}], got {token[:20]!r}")
-    return int(token)
-
-
-def _header_lines(path: Path, end: str) -> tuple[list[list[str]], int]:
-    """The whitespace-split lines of a PCD/PLY header up to the one starting with ``end``, and the
-    offset of the first byte after that line; refuses headers that are not short lines of printable ASCII."""
-    with path.open("rb") as handle:
-        head = handle.read(HEADER_LIMIT)
-    lines, offset = [], 0
-    for raw in head.split(b"\n")[:-1]:  # the last piece has no newline: not a complete line
-        offset += len(raw) + 1
-        if len(raw) > LINE_LIMIT or re.search(rb"[^\t\r\x20-\x7e]", raw):
-            raise _problem(path, f"bad header: line {len(lines) + 1} is longer than {LINE_LIMIT} characters or not "
-                                 f"printable ASCII ({raw[:40]!r})")
-        lines.append(raw.decode("ascii").split())
-        if lines[-1][:1] == [end]:
-            return lines, offset
-    raise _problem(path, f"bad header: no {end!r} line in its first {min(len(head), HEADER_LIMIT)} bytes"
-                         + (" (the file is truncated)" if len(head) < HEADER_LIMIT else ""))
-
-
-def _pcd_has_keywords(path: Path) -> bool:
-    """Whether open3d's PCD header parser would act on any line of the file: it reads 1023-byte pieces
-    (``fgets``), skips leading whitespace and matches keywords by prefix."""
-    keywords = tuple(k.encode() for k in PCD_KEYWORDS) + (b"COLUMNS",)
-    with path.open("rb") as handle:
-        for piece in iter(lambda: handle.readline(1023), b""):
-            if piece.split(b"\0", 1)[0].lstrip(b" \t\n\v\f\r").startswith(keywords):
-                return True
-    return False
-
-
-def _check_pcd(path: Path) -> tuple[int, int | None]:
-    """Check a PCD header against the PCD v0.7 format and the file's size; the announced point count
-    and, for ASCII data, the number of values in each row."""
-    lines, offset = _header_lines(path, "DATA")
-    header: dict[str, list[str]] = {}
-    for number, tokens in enumerate(lines, 1):
-        if not tokens or tokens[0].startswith("#"):
-            continue
-        if tokens[0] not in PCD_KEYWORDS or tokens[0] in header:
-            what = "repeats" if tokens[0] in header else "has an unknown keyword"
-            raise _problem(path, f"bad header: line {number} {what} {tokens[0][:20]!r}; expected each of "
-                                 f"{' '.join(PCD_KEYWORDS)} once")
-        header[tokens[0]] = tokens[1:]
-    missing = [k for k in ("FIELDS", "SIZE", "TYPE", "WIDTH", "POINTS") if k not in header]
-    if missing:
-        raise _problem(path, f"bad header: no {' '.join(missing)} line")
-    fields = header["FIELDS"]
-    counts = header.get("COUNT", ["1"] * len(fields))
-    if not fields or any(len(header[k]) != len(fields) for k in ("SIZE", "TYPE")) or len(counts) != len(fields):
-        raise _problem(path, f"bad header: FIELDS, SIZE, TYPE and COUNT must list the same number (>= 1) of values, got "
-                             f"{len(fields)}, {len(header['SIZE'])}, {len(header['TYPE'])} and {len(counts)}")
-    row_bytes = row_values = 0
-    for name, size, kind, count in zip(fields, header["SIZE"], header["TYPE"], counts):
-        if kind not in PCD_TYPES or not size.isdigit() or int(size) not in PCD_TYPES[kind]:
-            raise _problem(path, f"bad header: field {name[:20]!r} has TYPE {kind[:10]!r} and SIZE {size[:10]!r}; expected "
-                                 "TYPE F with SIZE 4 or 8, or TYPE I/U with SIZE 1, 2, 4 or 8")
-        count = _count(path, f"the COUNT of field {name[:20]!r}", count, minimum=1)
-        if name in ("x", "y", "z") and count != 1:
-            raise _problem(path, f"bad header: the COUNT of field {name!r} must be 1, got {count}")
-        row_bytes, row_values = row_bytes + int(size) * count, row_values + count
-    if not {"x", "y", "z"} <= set(fields):
-        raise _problem(path, f"bad header: FIELDS must include x y z, got {' '.join(fields)[:80]!r}")
-    width = _count(path, "WIDTH", (header["WIDTH"] or [""])[0], minimum=1)
-    height = _count(path, "HEIGHT", (header.get("HEIGHT") or ["1"])[0], minimum=1)
-    points = _count(path, "POINTS", (header["POINTS"] or [""])[0], minimum=1)
-    if width * height != points:
-        raise _problem(path, f"bad header: POINTS is {points}, but WIDTH x HEIGHT is {width} x {height}")
-    data = (header["DATA"] or [""])[0]
-    available = path.stat().st_size - offset
-    if data == "ascii":
-        needed, what = points * (2 * row_values - 1), f"{points} text rows of {row_values} values"
-    elif data == "binary":
-        needed, what = points * row_bytes, f"{points} points of {row_bytes} bytes"
-    elif data == "binary_compressed":
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            sizes = handle.read(8)
-        compressed, raw = np.frombuffer(sizes, "<u4").tolist() if len(sizes) == 8 else (None, None)
-        if raw != points * row_bytes:
-            raise _problem(path, f"is malformed or truncated: the compressed data should unpack to {points} points of "
-                                 f"{row_bytes} bytes, its size field says {raw}")
-        needed, what = 8 + compressed, f"{compressed} bytes of compressed data"
-    else:
-        raise _problem(path, f"bad header: DATA must be ascii, binary or binary_compressed, got {data[:20]!r}")
-    if needed > available:
-        raise _problem(path, f"is truncated: the header announces {what} ({needed} bytes at least), the file holds "
-                             f"{available} bytes after its header")
-    return points, row_values if data == "ascii" else None
-
-
-def _check_ply(path: Path) -> int:
-    """Check a PLY header (as rply reads it) against the file's size; the announced vertex count."""
-    lines, offset = _header_lines(path, "end_header")
-    if lines[0] != ["ply"]:
-        raise _problem(path, f"bad header: the first line must be 'ply', got {' '.join(lines[0])[:40]!r}")
-    if len(lines) < 2 or lines[1][:1] != ["format"] or lines[1][1:] not in ([f, "1.0"] for f in PLY_FORMATS):
-        raise _problem(path, f"bad header: the second line must be 'format <{'|'.join(PLY_FORMATS)}> 1.0'")
-    if lines[-1] != ["end_header"]:
-        raise _problem(path, f"bad header: expected a line 'end_header', got {' '.join(lines[-1])[:40]!r}")
-    binary = lines[1][1] != "ascii"
-    elements: list[tuple[str, int, list[list[str]]]] = []
-    for number, tokens in enumerate(lines[2:-1], 3):
-        if not tokens or tokens[0] in ("comment", "obj_info"):
-            continue
-        if tokens[0] == "element" and len(tokens) == 3:
-            if any(name == tokens[1] for name, _, _ in elements):
-                raise _problem(path, f"bad header: element {tokens[1]!r} appears twice")
-            elements.append((tokens[1], _count(path, f"the count of element {tokens[1][:20]!r}", tokens[2]), []))
-        elif elements and tokens[0] == "property" and (
-                len(tokens) == 3 and tokens[1] in PLY_TYPES
-                or len(tokens) == 5 and tokens[1] == "list" and tokens[2] in PLY_TYPES and tokens[3] in PLY_TYPES):
-            elements[-1][2].append(tokens[1:])  # [type, name] or ["list", count type, value type, name]
-        else:
-            raise _problem(path, f"bad header: line {number} is {' '.join(tokens)[:60]!r}; expected 'element <name> "
-                                 "<count>', 'property <type> <name>', 'property list <type> <type> <name>' or 'comment ...'")
-    vertex = next((e for e in elements if e[0] == "vertex"), None)
-    scalars = {p[1] for p in vertex[2] if len(p) == 2} if vertex else set()
-    if not {"x", "y", "z"} <= scalars:
-        raise _problem(path, "bad header: expected an element 'vertex' with scalar properties x, y and z")
-    if vertex[1] == 0:
-        raise _problem(path, "holds no points (element vertex 0)")
-    # The fewest bytes each element can take: fixed-size values, or lists of length 0, in binary;
-    # a one-character word and a separator per value in ASCII.
-    needed = sum(count * sum(PLY_TYPES[p[0]] if len(p) == 2 else PLY_TYPES[p[1]] for p in properties) if binary
-                 else count * (2 * len(properties)) for _, count, properties in elements) - (0 if binary else 1)
-    available = path.stat().st_size - offset
-    if needed > available:
-        raise _problem(path, f"is truncated: the header announces {', '.join(f'{c} {n}' for n, c, _ in elements)} "
-                             f"({needed} bytes at least), the file holds {available} bytes after its header")
-    return vertex[1]
-
-
 def _open3d_points(path: Path) -> np.ndarray:
     expected = ascii_values = None
     if path.suffix.lower() == ".pcd":
-        if _pcd_has_keywords(path):
-            expected, ascii_values = _check_pcd(path)
+        if pcd_has_keywords(path):
+            expected, ascii_values = check_pcd(path)
     else:
         with path.open("rb") as handle:
             magic = handle.read(4)
         if magic[:3] == b"ply" and magic[3:].isspace():  # rply's own test for a PLY file
-            expected = _check_ply(path)
+            expected = check_ply(path)
     # Otherwise open3d finds no header to act on (no PCD keyword, no 'ply' magic) and reports that itself.
     try:
         import open3d
@@ -395,12 +243,17 @@ def _npy_points(path: Path) -> np.ndarray:
 def read_points(path: str | os.PathLike) -> Tensor:
     """Read a point-cloud file (``.pcd`` ASCII or binary, ``.ply``, ``.xyz``, ``.pts``, ``.txt``, ``.npy``).
 
-    :param path: the file; its extension picks the reader (see the module docstring).
-    :returns: float64 coordinates ``[N, 3]`` in the file's units (extra columns such as normals,
-        intensities or colours are dropped).
-    :raises DataFileError: (a ``ValueError``) naming the file, for an unsupported extension, a malformed
-        or truncated file, no points, NaN/inf coordinates, or points that all coincide.
-    :raises ImportError: for ``.pcd``/``.ply`` when open3d cannot be imported.
+    Args:
+        path (str | os.PathLike): the file; its extension picks the reader (see the module docstring).
+
+    Returns:
+        Tensor: float64 coordinates ``[N, 3]`` in the file's units (extra columns such as normals,
+            intensities or colours are dropped).
+
+    Raises:
+        DataFileError: (a ``ValueError``) naming the file, for an unsupported extension, a malformed
+            or truncated file, no points, NaN/inf coordinates, or points that all coincide.
+        ImportError: for ``.pcd``/``.ply`` when open3d cannot be imported.
     """
     path = Path(path)
     suffix = path.suffix.lower()

@@ -20,20 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mgic_geo.data.images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    _check_flags,
-    _seed_worker,
-    is_image_file,
-    load_image,
-)
-from mgic_geo.data.shuffle import ResumableShuffle
+from mgic_geo.data.base import BaseDataModule
+from mgic_geo.data.image_files import is_image_file, load_image
+from mgic_geo.data.images import IMAGENET_MEAN, IMAGENET_STD
 from mgic_geo.validation import check_int
 
 SEGMENTATION_SPLITS = ("train", "val")
@@ -109,12 +102,14 @@ def load_mask(path: str | Path, num_classes: int, ignore_index: int) -> np.ndarr
 class SegmentationPairs(Dataset):
     """Item ``i`` is ``(image float [3, H, W] normalised, mask int64 [H, W])``.
 
-    :param pairs: ``(image, mask)`` paths.
-    :param num_classes: classes in the masks; :param ignore_index: the mask value to ignore.
-    :param crop_size: ``None`` keeps the full image (evaluation); an integer applies the training
-        transform: random scale by a factor in ``scale_range`` (bilinear image, nearest mask), padding
-        to ``crop_size`` (image 0 after normalisation, mask ``ignore_index``), a random
-        ``crop_size``-square crop and a random horizontal flip, all drawn from torch's generator.
+    Args:
+        pairs (list[tuple[Path, Path]]): ``(image, mask)`` paths.
+        num_classes (int): classes in the masks.
+        ignore_index (int): the mask value to ignore.
+        crop_size (int | None): ``None`` keeps the full image (evaluation); an integer applies the training
+            transform: random scale by a factor in ``scale_range`` (bilinear image, nearest mask), padding
+            to ``crop_size`` (image 0 after normalisation, mask ``ignore_index``), a random
+            ``crop_size``-square crop and a random horizontal flip, all drawn from torch's generator.
     """
 
     def __init__(self, pairs: list[tuple[Path, Path]], num_classes: int, ignore_index: int, *, crop_size: int | None = None,
@@ -155,23 +150,26 @@ class SegmentationPairs(Dataset):
         return image.contiguous(), mask.contiguous()
 
 
-class SegmentationFolderDataModule(ResumableShuffle, LightningDataModule):
+class SegmentationFolderDataModule(BaseDataModule):
     """Paired image / mask folders (see the module docstring) as ``(images float [B, 3, H, W],
     masks int64 [B, H, W])`` batches, images normalised with ImageNet's mean and std.
 
-    :param root: the data root.
-    :param num_classes: classes in the masks (values ``0 .. num_classes - 1``).
-    :param ignore_index: mask value of unlabelled pixels (padding gets it too).
-    :param batch_size: training pairs per batch (the last incomplete batch is dropped).
-    :param val_batch_size: validation pairs per batch; validation images keep their full size, so
-        more than 1 needs images of one size.
-    :param num_workers: ``DataLoader`` worker processes.
-    :param augment: the joint random scale / pad / crop / flip for training; ``False`` trains on
-        full-size pairs (which then must share a size for ``batch_size > 1``).
-    :param crop_size: side of the training crops.
-    :param scale_range: ``(low, high)`` range of the random training scale factor.
-    :param seed: seeds the training shuffle and the worker seeds.
+    Args:
+        root (str): the data root.
+        num_classes (int): classes in the masks (values ``0 .. num_classes - 1``).
+        ignore_index (int): mask value of unlabelled pixels (padding gets it too).
+        batch_size (int): training pairs per batch (the last incomplete batch is dropped).
+        val_batch_size (int): validation pairs per batch; validation images keep their full size, so
+            more than 1 needs images of one size.
+        num_workers (int): ``DataLoader`` worker processes.
+        augment (bool): the joint random scale / pad / crop / flip for training; ``False`` trains on
+            full-size pairs (which then must share a size for ``batch_size > 1``).
+        crop_size (int): side of the training crops.
+        scale_range ((float, float)): ``(low, high)`` range of the random training scale factor.
+        seed (int): seeds the training shuffle and the worker seeds.
     """
+
+    sample_name = "pairs"
 
     def __init__(
         self,
@@ -187,27 +185,20 @@ class SegmentationFolderDataModule(ResumableShuffle, LightningDataModule):
         scale_range: tuple[float, float] = (0.5, 2.0),
         seed: int = 0,
     ) -> None:
-        super().__init__()
         check_int("num_classes", num_classes)
         check_int("ignore_index", ignore_index, minimum=0)
         if ignore_index < num_classes:
             raise ValueError(f"`ignore_index` ({ignore_index}) must not be a class index (num_classes={num_classes})")
-        check_int("batch_size", batch_size)
         check_int("val_batch_size", val_batch_size)
-        check_int("num_workers", num_workers, minimum=0)
         check_int("crop_size", crop_size)
-        check_int("seed", seed, minimum=0)
-        _check_flags(augment=augment)
         if (not isinstance(scale_range, (tuple, list)) or len(scale_range) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scale_range)
                 or not 0 < scale_range[0] <= scale_range[1]):
             raise ValueError(f"`scale_range` must be a (low, high) pair with 0 < low <= high, got {scale_range!r}")
+        super().__init__(root, batch_size=batch_size, num_workers=num_workers, seed=seed, augment=augment)
         self.save_hyperparameters()
-        self.root = Path(root)
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
-        self.augment, self.crop_size, self.scale_range, self.seed = augment, crop_size, tuple(map(float, scale_range)), seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.val_batch_size, self.crop_size, self.scale_range = val_batch_size, crop_size, tuple(map(float, scale_range))
         self.train_set: SegmentationPairs | None = None
         self.val_set: SegmentationPairs | None = None
 
@@ -215,32 +206,16 @@ class SegmentationFolderDataModule(ResumableShuffle, LightningDataModule):
         """Match and check the training pairs (``stage`` ``"fit"`` or ``None``) and the validation pairs."""
         if stage in (None, "fit") and self.train_set is None:
             pairs = find_pairs(self.root, "train")
-            if len(pairs) < self.batch_size:
-                raise ValueError(f"`batch_size` ({self.batch_size}) exceeds the {len(pairs)} training pairs; the training "
-                                 "loader drops incomplete batches, so it would yield nothing")
+            self.check_train_size(len(pairs))
             self.train_set = SegmentationPairs(pairs, self.num_classes, self.ignore_index,
                                                crop_size=self.crop_size if self.augment else None, scale_range=self.scale_range)
         if self.val_set is None:
             self.val_set = SegmentationPairs(find_pairs(self.root, "val"), self.num_classes, self.ignore_index)
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        # training workers start afresh each epoch, seeded from the generator (ResumableShuffle)
-        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0 and not train,
-                   "worker_init_fn": _seed_worker if self.num_workers > 0 else None}
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
-                          generator=self.generator if train else None, **workers)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) training batches of augmented crops."""
-        if self.train_set is None:
-            self.setup("fit")
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Full-size validation pairs in name order."""
-        if self.val_set is None:
-            self.setup("validate")
-        return self._loader(self.val_set, self.val_batch_size, train=False)
+    @property
+    def eval_batch_size(self) -> int:
+        """Validation pairs per batch (``val_batch_size``)."""
+        return self.val_batch_size
 
     def test_dataloader(self) -> DataLoader:
         """The validation split again."""

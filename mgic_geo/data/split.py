@@ -35,8 +35,9 @@ def check_fraction(name: str, value) -> float:
 def validation_counts(class_sizes: Sequence[int], fraction: float) -> list[int]:
     """How many of each class's items go to validation (see the module docstring for the rule).
 
-    :param class_sizes: items per class, in label order.
-    :param fraction: the share held out, in ``[0, 1)``.
+    Args:
+        class_sizes (Sequence[int]): items per class, in label order.
+        fraction (float): the share held out, in ``[0, 1)``.
     """
     fraction = Fraction(check_fraction("fraction", fraction)).limit_denominator(10**9)
     if fraction == 0:
@@ -58,13 +59,18 @@ def stratified_split(keys: Sequence[str], labels: Sequence[Hashable], fraction: 
                      seed: int) -> tuple[list[int], list[int]]:
     """Split items into training and validation, per class, seeded.
 
-    :param keys: one unique string per item that identifies it wherever the data lie (e.g. its path
-        relative to the data root, with ``/`` separators).
-    :param labels: the items' classes (sortable, e.g. class indices).
-    :param fraction: the share of each class held out for validation, in ``[0, 1)``.
-    :param seed: picks which items are held out; the same seed and items give the same split.
-    :returns: ``(train, val)``: the indices into ``keys`` of each side, ascending.
-    :raises ValueError: for a bad ``fraction``, keys and labels of different lengths, or a repeated key.
+    Args:
+        keys (Sequence[str]): one unique string per item that identifies it wherever the data lie (e.g. its path
+            relative to the data root, with ``/`` separators).
+        labels (Sequence[Hashable]): the items' classes (sortable, e.g. class indices).
+        fraction (float): the share of each class held out for validation, in ``[0, 1)``.
+        seed (int): picks which items are held out; the same seed and items give the same split.
+
+    Returns:
+        tuple[list[int], list[int]]: ``(train, val)``: the indices into ``keys`` of each side, ascending.
+
+    Raises:
+        ValueError: for a bad ``fraction``, keys and labels of different lengths, or a repeated key.
     """
     check_fraction("fraction", fraction)
     if len(keys) != len(labels):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mgic_geo.data.generated import claim_generated_root, write_atomically
+from mgic_geo.data.generated import check_count_pair, claim_generated_root, write_atomically
 from mgic_geo.data.layout import CLASSES, SPLITS, SYNTHETIC_MARKER
 from mgic_geo.validation import check_int
 
@@ -138,12 +138,17 @@ def write_synthetic_modelnet(root: str | os.PathLike, *, shapes_per_class: tuple
     ``<root>/synthetic_modelnet.json``; then only missing files are written, nothing is overwritten.
     Train shapes are numbered from 1, test shapes continue after them, as in ModelNet.
 
-    :param root: the folder to fill.
-    :param shapes_per_class: ``(train, test)`` shapes of each class.
-    :param seed: seed of the whole set (see the module docstring for what varies).
-    :returns: ``root`` as a ``Path``.
-    :raises ValueError: for a non-empty ``root`` not written by this function, or written with other
-        parameters (nothing is deleted or overwritten; pick another root).
+    Args:
+        root (str | os.PathLike): the folder to fill.
+        shapes_per_class (tuple[int, int]): ``(train, test)`` shapes of each class.
+        seed (int): seed of the whole set (see the module docstring for what varies).
+
+    Returns:
+        Path: ``root`` as a ``Path``.
+
+    Raises:
+        ValueError: for a non-empty ``root`` not written by this function, or written with other
+            parameters (nothing is deleted or overwritten; pick another root).
 
     Example::
 
@@ -154,11 +159,7 @@ def write_synthetic_modelnet(root: str | os.PathLike, *, shapes_per_class: tuple
         ...     print(sorted(p.name for p in (root / "chair" / "test").iterdir()))
         ['chair_0003.off']
     """
-    counts = tuple(shapes_per_class) if isinstance(shapes_per_class, (tuple, list)) else (shapes_per_class,)
-    if len(counts) != 2:
-        raise ValueError(f"`shapes_per_class` must be a (train, test) pair of positive integers, got {shapes_per_class!r}")
-    check_int("shapes_per_class[0]", counts[0])
-    check_int("shapes_per_class[1]", counts[1])
+    counts = check_count_pair("shapes_per_class", shapes_per_class)
     check_int("seed", seed, minimum=0)
     root = Path(root)
     wanted = {"generator": "mgic_geo.data.write_synthetic_modelnet", "version": GENERATOR_VERSION,

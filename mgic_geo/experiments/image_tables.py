@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from mgic_geo.complexity import profile
-from mgic_geo.experiments.report import read_test_results, write_table
+from mgic_geo.experiments.report import read_test_results
+from mgic_geo.tables import write_table
 from mgic_geo.models import create_model
+from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic, model_builder
 
 CIFAR, IMAGENET, CITYSCAPES = (32, 32), (224, 224), (1024, 2048)
 
@@ -26,13 +28,13 @@ CIFAR, IMAGENET, CITYSCAPES = (32, 32), (224, 224), (1024, 2048)
 TABLES = {
     "2": ("Table 2: ResNet-56 on CIFAR-10", CIFAR, 10, "M", [
         ("ResNet-56", "resnet56", {}, 0.85, 125, 93.0),
-        ("MGIC-ResNet-56 (s_g=8, s_c=16)", "mgic_resnet56", {"group_size": 8, "coarsest": 16}, 0.41, 60, 94.2),
+        ("MGIC-ResNet-56 (s_g=8, s_c=16)", "mgic_resnet56", {"mgic": {"group_size": 8, "coarsest": 16}}, 0.41, 60, 94.2),
     ]),
     "3": ("Table 3: ResNet-50 on ImageNet", IMAGENET, 1000, "G", [
         ("ResNet-50", "resnet50", {}, 25.6, 4.1, 75.3),
-        ("MGIC-ResNet-50 (s_g=32, s_c=64)", "mgic_resnet50", {"group_size": 32, "coarsest": 64}, 9.4, 1.6, 75.8),
-        ("MGIC-ResNet-50 (s_g=64, s_c=64)", "mgic_resnet50", {"group_size": 64, "coarsest": 64}, 15.1, 2.5, 77.9),
-        ("MGIC-ResNet-50 (s_g=16, s_c=64)", "mgic_resnet50", {"group_size": 16, "coarsest": 64}, 6.2, 1.0, 74.3),
+        ("MGIC-ResNet-50 (s_g=32, s_c=64)", "mgic_resnet50", {"mgic": {"group_size": 32, "coarsest": 64}}, 9.4, 1.6, 75.8),
+        ("MGIC-ResNet-50 (s_g=64, s_c=64)", "mgic_resnet50", {"mgic": {"group_size": 64, "coarsest": 64}}, 15.1, 2.5, 77.9),
+        ("MGIC-ResNet-50 (s_g=16, s_c=64)", "mgic_resnet50", {"mgic": {"group_size": 16, "coarsest": 64}}, 6.2, 1.0, 74.3),
     ]),
     "4": ("Table 4: MobileNetV3 on ImageNet", IMAGENET, 1000, "M", [
         ("MobileNetV3-Large 1.0x", "mobilenetv3_large", {}, 5.4, 219, 75.2),
@@ -47,11 +49,11 @@ TABLES = {
         ("MGIC-Small", "lraspp_mgic_mobilenetv3_small", {}, 0.48, 2.73, 68.52),
     ]),
     "7": ("Table 7: MGIC-ResNet-56 on CIFAR-10, s_g = 16, varying s_c", CIFAR, 10, "M", [
-        (f"s_c={coarsest}", "mgic_resnet56", {"group_size": 16, "coarsest": coarsest}, params, flops, accuracy)
+        (f"s_c={coarsest}", "mgic_resnet56", {"mgic": {"group_size": 16, "coarsest": coarsest}}, params, flops, accuracy)
         for coarsest, params, flops, accuracy in ((64, 0.53, 91, 94.7), (32, 0.5, 76, 94.6), (16, 0.47, 65, 94.3))
     ]),
     "8": ("Table 8: MGIC-ResNet-56 on CIFAR-10, s_c = 16, varying s_g", CIFAR, 10, "M", [
-        (f"s_g={group_size}", "mgic_resnet56", {"group_size": group_size, "coarsest": 16}, params, flops, accuracy)
+        (f"s_g={group_size}", "mgic_resnet56", {"mgic": {"group_size": group_size, "coarsest": 16}}, params, flops, accuracy)
         for group_size, params, flops, accuracy in ((32, 0.79, 100, 94.8), (16, 0.53, 85, 94.7), (8, 0.41, 60, 94.2),
                                                    (4, 0.29, 45, 92.8))
     ]),
@@ -62,9 +64,21 @@ RESULTS = {"2": "outputs/cifar10", "7": "outputs/cifar10", "8": "outputs/cifar10
            "4": "outputs/imagenet", "5": "outputs/cityscapes"}
 
 
+def _same_network(run: dict, model: str, kwargs: dict) -> bool:
+    """``run`` trained ``model`` with ``kwargs`` (MGIC settings compared as the configs they build,
+    whichever form a run recorded them in)."""
+    if run.get("model") != model:
+        return False
+    builder = model_builder(model)
+    recorded = fold_legacy_mgic(builder, dict(run.get("model_kwargs") or {}))
+    wanted = fold_legacy_mgic(builder, dict(kwargs))
+    if effective_mgic(builder, recorded.pop("mgic", None)) != effective_mgic(builder, wanted.pop("mgic", None)):
+        return False
+    return all(recorded.get(key) == value for key, value in wanted.items())
+
+
 def _accuracy(runs: list[dict], model: str, kwargs: dict) -> str:
-    matching = [r for r in runs if r.get("model") == model and all(r.get("model_kwargs", {}).get(k) == v
-                                                                  for k, v in kwargs.items())]
+    matching = [r for r in runs if _same_network(r, model, kwargs)]
     if not matching:
         return "no run"
     value = matching[-1].get("top1_accuracy", matching[-1].get("mean_iou", matching[-1].get("overall_accuracy")))

@@ -2,39 +2,13 @@
 channel hierarchy to the coarsest level and back (``mgic-geo experiment reconstruction``).
 
 The transfer operators are studied in isolation, as in Sec. 5.1: the operators of
-``MGICBlock(64, identity, group_size=s_g, coarsest=s_c)`` are taken as they are, the encoder applies
+``MGICBlock(64, identity, MGICConfig(group_size=s_g, coarsest=s_c))`` are taken as they are, the encoder applies
 the restrictions ``R_0 .. R_{L-1}`` in order and the decoder the prolongations ``P_{L-1} .. P_0``
 (no level blocks, no normalisations, no skip connections). Each ``s_g`` gets its own operators,
 trained with Adam to minimise the reconstruction MSE of the feature maps.
 
-Data. The paper encodes the conv1 feature maps of a pretrained ResNet-50 on 1,024 ImageNet images;
-neither is available offline here. Instead, seeded random crops are cut from photos that ship
-inside scikit-image (:data:`PHOTOS`), ImageNet-normalised and passed through a 64-filter first
-layer (7x7, stride 2, padding 3, as ResNet-50's conv1):
-
-* with ``--resnet50-checkpoint PATH`` (a torchvision ResNet-50 ``state_dict``): ``conv1`` ->
-  ``bn1`` (eval, running statistics) -> ReLU, exactly the paper's features;
-* otherwise a fixed filter bank, described below, followed by a per-channel standardisation whose
-  mean and variance are measured on the training crops (the role ``bn1`` plays in ResNet-50) and
-  a ReLU.
-
-The filter bank (:func:`gabor_colour_filter_bank`) is deterministic and mimics what a trained conv1
-learns: oriented edges and bars, centre-surround cells and colour blobs. Pixel offsets ``u, v``
-run over ``-3 .. 3``; "luminance" filters see ``0.299 R + 0.587 G + 0.114 B`` of the normalised
-input (ImageNet's three channel stds are nearly equal, so this is close to true luminance).
-
-* 48 Gabor filters on luminance: 8 orientations ``k pi / 8`` x 3 wavelengths (2.5, 3.5, 5 px,
-  Gaussian envelope sigma = 0.4 x wavelength) x 2 phases (even/cosine and odd/sine). A multiple of
-  the envelope is subtracted from the even ones so every Gabor has zero response to flat regions.
-* 4 luminance difference-of-Gaussians (centre/surround sigma 0.7/1.4 and 1.2/2.4 px, each
-  Gaussian normalised to unit sum over the 7x7 support, so zero-mean), ON and OFF.
-* 8 colour-opponent Gaussian blobs: red-green ``(R - G) / sqrt 2`` and blue-yellow
-  ``(B - (R + G) / 2) / sqrt 1.5`` at sigma 1 and 2 px, both signs.
-* 4 luminance Gaussian blobs at sigma 1 and 2 px, both signs (bright and dark regions).
-
-Filters come in sign pairs because the ReLU after the standardisation keeps only one half of each
-response; the pair keeps both, as the ON/OFF pairs of a trained conv1 do. Filter scale does not
-matter: the standardisation divides it out.
+The feature maps and the filter bank are described in :mod:`mgic_geo.experiments.first_layer`, the
+autoencoder and its training in :mod:`mgic_geo.experiments.transfer_autoencoder`.
 """
 from __future__ import annotations
 
@@ -46,296 +20,27 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor, nn
-from tqdm import tqdm
+from torch import Tensor
 
-from mgic_geo.core import MGICBlock
-from mgic_geo.experiments.report import prepare_output_dir, write_table
+from mgic_geo.experiments.first_layer import (CHANNELS, KERNEL_SIZE, extract_features, filter_bank_first_layer,
+                                              imagenet_normalise, load_photos, random_crops, resnet50_first_layer)
+from mgic_geo.experiments.transfer_autoencoder import (ADAM_BETAS, LEARNING_RATE, WARMUP_FRACTION,
+                                                       TransferAutoencoder, best_linear_mse, pixel_vectors,
+                                                       reconstruction_mse, train_autoencoder)
+from mgic_geo.tables import prepare_output_dir, write_table
 from mgic_geo.validation import check_int
 
-CHANNELS = 64
 DEFAULT_GROUP_SIZES = (32, 16, 8, 4)
 DEFAULT_COARSEST = 8
 DEFAULT_STEPS = 1500
 DEFAULT_CROPS = 256
 DEFAULT_CROP_SIZE = 96
 DEFAULT_BATCH_SIZE = 256  # pixel vectors per step
-LEARNING_RATE = 3e-2
-ADAM_BETAS = (0.9, 0.99)
-WARMUP_FRACTION = 0.05
-DECAY_START_FRACTION = 2 / 3
 TEST_FRACTION = 0.25
 
 #: Paper Table 1 (s_c = 8): s_g -> (MSE in 1e-3, transfer-operator parameters in K).
 PAPER_TABLE1 = {32: (11, 3.3), 16: (13, 1.8), 8: (17, 0.9), 4: (24, 0.4)}
 PAPER_COARSEST = 8
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-LUMINANCE = (0.299, 0.587, 0.114)
-RED_GREEN = (1 / math.sqrt(2), -1 / math.sqrt(2), 0.0)
-BLUE_YELLOW = (-0.5 / math.sqrt(1.5), -0.5 / math.sqrt(1.5), 1 / math.sqrt(1.5))
-KERNEL_SIZE = 7
-
-#: scikit-image photos used for the crops; all ship inside the scikit-image wheel (no download).
-#: Mostly colour, like ImageNet; the two grayscale ones are repeated to RGB.
-PHOTOS = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "motorcycle",
-    "hubble_deep_field",
-    "retina",
-    "immunohistochemistry",
-    "camera",
-    "coins",
-)
-
-RESNET50_KEYS = ("conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var")
-
-
-# --------------------------------------------------------------------------------------------
-# Data: photos, crops, first layer
-# --------------------------------------------------------------------------------------------
-
-
-def load_photos() -> list[tuple[str, Tensor]]:
-    """The :data:`PHOTOS` as ``(name, image)`` pairs, images ``[3, H, W]`` float in ``[0, 1]``."""
-    from skimage import data  # imported here: the CLI imports every command module to build its parser
-
-    photos = []
-    for name in PHOTOS:
-        # stereo_motorcycle() returns (left, right, disparity); the left view is the photo.
-        image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-        image = torch.from_numpy(np.ascontiguousarray(image)).float() / 255.0
-        image = image.unsqueeze(-1).expand(-1, -1, 3) if image.dim() == 2 else image[..., :3]
-        photos.append((name, image.permute(2, 0, 1).contiguous()))
-    return photos
-
-
-def random_crops(photos: list[tuple[str, Tensor]], count: int, size: int, generator: torch.Generator) -> Tensor:
-    """``count`` crops of ``size x size`` pixels, ``[count, 3, size, size]``; crop ``i`` comes from
-    photo ``i mod len(photos)`` (so every photo is equally represented), at a random position."""
-    smallest = min(min(image.shape[1:]) for _, image in photos)
-    if size > smallest:
-        raise ValueError(f"`--crop-size` {size} is larger than the smallest photo side ({smallest} px)")
-    crops = []
-    for index in range(count):
-        _, image = photos[index % len(photos)]
-        top = int(torch.randint(image.shape[1] - size + 1, (1,), generator=generator))
-        left = int(torch.randint(image.shape[2] - size + 1, (1,), generator=generator))
-        crops.append(image[:, top : top + size, left : left + size])
-    return torch.stack(crops)
-
-
-def imagenet_normalise(images: Tensor) -> Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
-
-
-def _pixel_offsets() -> tuple[Tensor, Tensor]:
-    offsets = torch.arange(KERNEL_SIZE, dtype=torch.float64) - KERNEL_SIZE // 2
-    return torch.meshgrid(offsets, offsets, indexing="ij")
-
-
-def _gaussian(sigma: float) -> Tensor:
-    """A 7x7 Gaussian normalised to unit sum over the support."""
-    rows, cols = _pixel_offsets()
-    kernel = torch.exp(-(rows**2 + cols**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
-def _gabor(orientation: float, wavelength: float, phase: float) -> Tensor:
-    rows, cols = _pixel_offsets()
-    envelope = _gaussian(0.4 * wavelength)
-    along = cols * math.cos(orientation) + rows * math.sin(orientation)
-    kernel = envelope * torch.cos(2 * math.pi * along / wavelength + phase)
-    # Removing the DC response with a multiple of the envelope (not a constant) keeps the filter
-    # localised instead of adding a box around it.
-    return kernel - envelope * (kernel.sum() / envelope.sum())
-
-
-def _colour(kernel: Tensor, weights: tuple[float, float, float]) -> Tensor:
-    """A ``[3, 7, 7]`` filter applying spatial ``kernel`` to the colour axis ``weights``."""
-    return torch.tensor(weights, dtype=kernel.dtype).view(3, 1, 1) * kernel
-
-
-def gabor_colour_filter_bank() -> Tensor:
-    """The fixed ``[64, 3, 7, 7]`` filter bank described in the module docstring."""
-    filters = [
-        _colour(_gabor(k * math.pi / 8, wavelength, phase), LUMINANCE)
-        for k in range(8)
-        for wavelength in (2.5, 3.5, 5.0)
-        for phase in (0.0, math.pi / 2)
-    ]
-    for centre, surround in ((0.7, 1.4), (1.2, 2.4)):
-        dog = _colour(_gaussian(centre) - _gaussian(surround), LUMINANCE)
-        filters += [dog, -dog]
-    for axis in (RED_GREEN, BLUE_YELLOW):
-        for sigma in (1.0, 2.0):
-            blob = _colour(_gaussian(sigma), axis)
-            filters += [blob, -blob]
-    for sigma in (1.0, 2.0):
-        blob = _colour(_gaussian(sigma), LUMINANCE)
-        filters += [blob, -blob]
-    return torch.stack(filters).float()
-
-
-def _first_layer(weight: Tensor) -> nn.Sequential:
-    conv = nn.Conv2d(3, CHANNELS, KERNEL_SIZE, stride=2, padding=KERNEL_SIZE // 2, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-    return nn.Sequential(conv, nn.BatchNorm2d(CHANNELS), nn.ReLU()).eval().requires_grad_(False)
-
-
-def filter_bank_first_layer(train_images: Tensor) -> nn.Sequential:
-    """Filter bank -> per-channel standardisation (statistics of ``train_images``) -> ReLU, as a
-    conv/BatchNorm(eval)/ReLU stack so it runs exactly like ResNet-50's first layer."""
-    layer = _first_layer(gabor_colour_filter_bank())
-    conv, norm = layer[0], layer[1]
-    with torch.no_grad():
-        responses = torch.cat([conv(chunk) for chunk in train_images.split(256)])
-        norm.running_mean.copy_(responses.mean(dim=(0, 2, 3)))
-        norm.running_var.copy_(responses.var(dim=(0, 2, 3), unbiased=False))
-        norm.weight.fill_(1.0)
-        norm.bias.zero_()
-    return layer
-
-
-def resnet50_first_layer(checkpoint: str | Path) -> nn.Sequential:
-    """``conv1 -> bn1 (eval) -> ReLU`` of a torchvision ResNet-50 ``state_dict`` file."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"`--resnet50-checkpoint` {str(path)!r} does not exist or is not a file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types (pickle, zip, runtime) for a bad file
-        raise ValueError(f"`--resnet50-checkpoint` {str(path)!r} could not be read as a state_dict: {error}") from error
-    if not isinstance(state, dict):
-        raise ValueError(f"`--resnet50-checkpoint` {str(path)!r} holds a {type(state).__name__}, not a state_dict")
-    missing = [key for key in RESNET50_KEYS if key not in state]
-    if missing:
-        raise ValueError(f"`--resnet50-checkpoint` {str(path)!r} lacks the ResNet-50 entries {missing}")
-    expected = {key: (CHANNELS,) for key in RESNET50_KEYS}
-    expected["conv1.weight"] = (CHANNELS, 3, KERNEL_SIZE, KERNEL_SIZE)
-    for key, shape in expected.items():
-        if not isinstance(state[key], Tensor) or tuple(state[key].shape) != shape:
-            found = tuple(state[key].shape) if isinstance(state[key], Tensor) else type(state[key]).__name__
-            raise ValueError(
-                f"`--resnet50-checkpoint` {str(path)!r}: {key} should have shape {shape}, found {found}"
-            )
-    layer = _first_layer(state["conv1.weight"].float())
-    norm = layer[1]
-    with torch.no_grad():
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            getattr(norm, name).copy_(state[f"bn1.{name}"].float())
-    return layer
-
-
-def extract_features(layer: nn.Module, images: Tensor) -> Tensor:
-    """``[N, 64, H/2, W/2]`` feature maps of ImageNet-normalised ``images`` (``[N, 3, H, W]``)."""
-    with torch.no_grad():
-        return torch.cat([layer(imagenet_normalise(chunk)) for chunk in images.split(256)])
-
-
-# --------------------------------------------------------------------------------------------
-# The transfer operators as an autoencoder
-# --------------------------------------------------------------------------------------------
-
-
-class TransferAutoencoder(nn.Module):
-    """Encode with the restrictions of an :class:`~mgic_geo.core.MGICBlock` and decode with its
-    prolongations; no level blocks, normalisations or skip connections.
-
-    Args:
-        channels (int): width of the feature maps.
-        group_size (int): ``s_g``.
-        coarsest (int): ``s_c``.
-    """
-
-    def __init__(self, channels: int, *, group_size: int, coarsest: int):
-        super().__init__()
-        block = MGICBlock(channels, lambda width, groups: nn.Identity(), group_size=group_size, coarsest=coarsest)
-        self.widths, self.groups = block.widths, block.groups
-        self.restrictions = block.restrictions
-        self.prolongations = block.prolongations
-
-    def encode(self, x: Tensor) -> Tensor:
-        for restrict in self.restrictions:
-            x = restrict(x)
-        return x
-
-    def decode(self, x: Tensor) -> Tensor:
-        for prolong in reversed(self.prolongations):
-            x = prolong(x)
-        return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
-
-
-def pixel_vectors(features: Tensor) -> Tensor:
-    """``[N, C, H, W]`` feature maps as ``[N * H * W, C]`` rows, one per pixel."""
-    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).contiguous()
-
-
-def reconstruction_mse(model: nn.Module, vectors: Tensor, chunk_size: int = 65536) -> float:
-    """Mean squared error of ``model(vectors)`` over every element of ``vectors``."""
-    with torch.no_grad():
-        total = sum(float(((model(chunk) - chunk) ** 2).sum()) for chunk in vectors.split(chunk_size))
-    return total / vectors.numel()
-
-
-def best_linear_mse(vectors: Tensor, rank: int) -> float:
-    """The lowest MSE any linear ``C -> rank -> C`` map reaches on ``vectors`` (``[M, C]``): the
-    energy outside the top ``rank`` eigenvectors of the uncentred second-moment matrix (the maps
-    are bias-free, so the mean is not removed)."""
-    vectors = vectors.double()
-    eigenvalues = torch.linalg.eigvalsh(vectors.T @ vectors / vectors.shape[0])  # ascending
-    return float(eigenvalues[: vectors.shape[1] - rank].sum()) / vectors.shape[1]
-
-
-def train_autoencoder(
-    model: nn.Module,
-    vectors: Tensor,
-    *,
-    steps: int,
-    batch_size: int,
-    generator: torch.Generator,
-    description: str,
-) -> None:
-    """Adam on the reconstruction MSE of mini-batches of pixel vectors drawn from ``vectors``.
-
-    The transfer operators are 1x1 (channel-only) maps, so every pixel's feature vector is an
-    independent sample and a mini-batch of pixels gives the same loss as whole maps at a fraction
-    of the cost. From the paper's averaging init all coarse channels start nearly equal, and the
-    operators pass through plateaus (a rank-deficient coarse level) before they settle. The
-    schedule is tuned so that every ``s_g`` reaches the best error its structure allows within the
-    default budget (checked for ``s_g = 32``, the slowest, on 16 seeds at the default sizes): a short linear warm-up,
-    a constant rate for two thirds of the steps to leave the plateaus, a cosine decay over the last
-    third to settle, and ``beta2 = 0.99`` so Adam's step size re-adapts within ~100 steps when the
-    gradients grow on leaving a plateau instead of overshooting.
-    """
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, betas=ADAM_BETAS)
-    warmup = max(1, round(WARMUP_FRACTION * steps))
-    decay_start = round(DECAY_START_FRACTION * steps)
-
-    def rate_factor(step: int) -> float:
-        decay_progress = max(0, step - decay_start) / max(1, steps - decay_start)
-        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * decay_progress))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
-    progress = tqdm(range(steps), desc=description, unit="step", leave=False, mininterval=0.5)
-    for _ in progress:
-        batch = vectors[torch.randint(vectors.shape[0], (batch_size,), generator=generator)]
-        loss = nn.functional.mse_loss(model(batch), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        progress.set_postfix(mse=f"{loss.item():.4g}", refresh=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,7 +83,7 @@ def reconstruction_experiment(
     resnet50_checkpoint: str | Path | None = None,
 ) -> list[dict]:
     """Train the transfer operators for every ``s_g`` in ``group_sizes`` and write
-    ``reconstruction.md``/``.csv`` (the table, see :func:`~mgic_geo.experiments.report.write_table`)
+    ``reconstruction.md``/``.csv`` (the table, see :func:`~mgic_geo.tables.write_table`)
     and ``reconstruction.png`` (the figure) to ``out``. Returns the table rows.
 
     The same ``seed`` gives the same crops, initial operators, mini-batches and numbers.
@@ -450,7 +155,7 @@ def reconstruction_experiment(
         f"Data: {crops} random {crop_size}x{crop_size} crops ({len(train_images)} train / {len(test_images)} test, "
         f"seed {seed}) from {len(photos)} scikit-image photos ({photo_names}), ImageNet-normalised, giving "
         f"{CHANNELS}x{feature_size}x{feature_size} feature maps.",
-        f"Operators: R_j and P_j of MGICBlock({CHANNELS}, identity, group_size=s_g, coarsest={coarsest}) "
+        f"Operators: R_j and P_j of MGICBlock({CHANNELS}, identity, MGICConfig(group_size=s_g, coarsest={coarsest})) "
         f"(widths {'-'.join(map(str, widths))}, average init); encoder R_0..R_{len(widths) - 2}, decoder "
         f"P_{len(widths) - 2}..P_0, no level blocks, norms or skips. Adam (lr {LEARNING_RATE:g}, betas {ADAM_BETAS}, "
         f"{WARMUP_FRACTION:.0%} warm-up, cosine decay over the last third), {steps} steps of {batch_size} pixel "

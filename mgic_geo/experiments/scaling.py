@@ -23,7 +23,8 @@ from torch import nn
 
 from mgic_geo.complexity import profile
 from mgic_geo.core.block import MGICBlock
-from mgic_geo.experiments.report import prepare_output_dir, write_table
+from mgic_geo.core.config import MGICConfig
+from mgic_geo.tables import prepare_output_dir, write_table
 from mgic_geo.layers import ConvNormAct
 from mgic_geo.validation import check_int
 
@@ -44,7 +45,8 @@ def scaling_rows(
     for c in widths:
         with torch.device("meta"):
             dense = ConvNormAct(c, 1, kernel_size=KERNEL)
-            mgic = MGICBlock(c, lambda w, g: ConvNormAct(w, g, kernel_size=KERNEL), group_size=group_size, coarsest=coarsest)
+            mgic = MGICBlock(c, lambda w, g: ConvNormAct(w, g, kernel_size=KERNEL),
+                             MGICConfig(group_size=group_size, coarsest=coarsest))
             x = torch.empty(1, c, size, size)
         dense_profile, mgic_profile = profile(dense, x), profile(mgic, x)
         levels = len(mgic.widths) - 1

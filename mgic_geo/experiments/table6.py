@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from mgic_geo.complexity import profile
-from mgic_geo.experiments.report import read_test_results, write_table
+from mgic_geo.experiments.report import read_test_results
+from mgic_geo.tables import write_table
 from mgic_geo.models import create_model
 from mgic_geo.validation import check_int
 

@@ -112,7 +112,7 @@ def neighbourhood_mean(x: Tensor, edge_index: Tensor, at: Tensor | None = None, 
         rows = x.shape[0] if at is None else at.numel()
         nodes = torch.arange(x.shape[0], device=x.device) if at is None else at
         cols = torch.cat([edge_index[0].view(-1, k)[nodes], nodes[:, None]], 1).flatten()
-        if torch.compiler.is_compiling() or cost.listening():  # see mgic_geo.nn.graph_operator
+        if torch.compiler.is_compiling() or cost.counting_now():  # see mgic_geo.nn.graph_operator
             return x.index_select(0, cols).view(rows, k + 1, x.shape[1]).mean(1)
         with torch.no_grad():
             pooling = SparseMatrix.from_entries(

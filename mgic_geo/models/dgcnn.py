@@ -20,9 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from mgic_geo.models.clouds import Clouds
-from mgic_geo.models.heads import check_network_args, classifier, pointwise, widening_groups
-from mgic_geo.models.registry import register_model
-from mgic_geo.nn import DynamicEdgeConv, DynamicMGICConv, knn_graph
+from mgic_geo.core.config import MGICConfig
+from mgic_geo.models.heads import (LEAKY_RELU, MGIC_POINT_CLOUD, ActLayer, NormLayer, check_layer_args, check_network_args,
+                                   classifier, pointwise, widening_groups)
+from mgic_geo.models.registry import default_mgic, register_model
+from mgic_geo.nn import DynamicEdgeConvNormAct, DynamicMGICConv, knn_graph
 from mgic_geo.validation import check_int
 
 
@@ -36,11 +38,17 @@ class DGCNN(nn.Module):
         hidden (sequence of int): hidden widths of the classifier. (default: ``(64, 64)``)
         k (int): neighbours of the kNN graphs. (default: ``10``)
         dropout (float): classifier dropout. (default: ``0.5``)
-        group_size (int, optional): with ``coarsest``, build the MGIC version with
-            :math:`s_g` = ``group_size``. (default: ``None``, plain EdgeConvs)
-        coarsest (int, optional): :math:`s_c` of the MGIC blocks.
+        mgic (MGICConfig or dict, optional): build the MGIC version with these settings
+            (:class:`~mgic_geo.core.config.MGICConfig`). (default: ``None``, plain EdgeConvs)
         num_points (int, optional): every cloud of a batch has this many points; the forward then
-            makes no host synchronisation. (default: ``None``, read from ``batch``)
+            makes no host synchronisation, and ``torch.compile(fullgraph=True)`` sees no graph
+            break. (default: ``None``, read from ``batch``)
+        norm_layer (callable, optional): ``norm_layer(channels) -> nn.Module``, every norm of the
+            network (EdgeConvs, MGIC corrections, point-wise maps, classifier).
+            (default: :class:`torch.nn.BatchNorm1d`; :class:`~mgic_geo.core.norm.ChannelBatchNorm`
+            for the MGIC corrections)
+        act_layer (callable, optional): ``act_layer() -> nn.Module``, every activation of the
+            network. (default: :class:`torch.nn.LeakyReLU` with slope 0.2)
 
     Shapes:
         - **input:** positions :math:`(N, 3)`, batch :math:`(N,)` (sorted)
@@ -56,36 +64,40 @@ class DGCNN(nn.Module):
         hidden: Sequence[int] = (64, 64),
         k: int = 10,
         dropout: float = 0.5,
-        group_size: int | None = None,
-        coarsest: int | None = None,
+        mgic: MGICConfig | dict | None = None,
         num_points: int | None = None,
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer | None = None,
     ):
         super().__init__()
-        check_network_args(num_classes=num_classes, k=k, num_points=num_points, group_size=group_size, coarsest=coarsest)
+        check_network_args(num_classes=num_classes, k=k, num_points=num_points)
+        check_layer_args(norm_layer=norm_layer, act_layer=act_layer)
+        layers = dict(norm_layer=norm_layer, act_layer=act_layer)
+        point_layers = dict(norm_layer=norm_layer, act_layer=act_layer or LEAKY_RELU)
+        mgic = MGICConfig.coerce(mgic) if mgic is not None else None
         check_int("embedding", embedding)
         self.num_points, self.k = num_points, k
         self.layers = nn.ModuleList()
         in_channels = 3
         for width in widths:
             check_int("widths", width)
-            if group_size is None or in_channels == 3:
-                self.layers.append(DynamicEdgeConv(in_channels, width, k=k))
+            if mgic is None or in_channels == 3:
+                self.layers.append(DynamicEdgeConvNormAct(in_channels, width, k=k, **layers))
             else:
-                layer = nn.ModuleDict({"block": DynamicMGICConv(width, conv="edge", k=k, group_size=group_size,
-                                                                coarsest=coarsest)})
+                layer = nn.ModuleDict({"block": DynamicMGICConv(width, conv="edge", k=k, mgic=mgic, **layers)})
                 if width != in_channels:
-                    layer["widen"] = pointwise(in_channels, width, groups=widening_groups(in_channels, width, group_size),
-                                               act=nn.LeakyReLU(0.2))
+                    layer["widen"] = pointwise(in_channels, width, groups=widening_groups(in_channels, width, mgic.group_size),
+                                               **point_layers)
                 self.layers.append(layer)
             in_channels = width
-        self.embed = pointwise(sum(widths), embedding, act=nn.LeakyReLU(0.2))
-        self.head = classifier(2 * embedding, hidden, num_classes, dropout=dropout)
+        self.embed = pointwise(sum(widths), embedding, **point_layers)
+        self.head = classifier(2 * embedding, hidden, num_classes, dropout=dropout, **layers)
 
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         clouds = Clouds.of(pos, batch, self.num_points)
         x, features = pos, []
         for layer in self.layers:
-            if isinstance(layer, DynamicEdgeConv):
+            if isinstance(layer, DynamicEdgeConvNormAct):
                 x = layer(x, clouds.batch, cloud_size=clouds.size)
             else:
                 if "widen" in layer:
@@ -134,11 +146,13 @@ def dgcnn(*, num_classes: int = 10, k: int = 10, num_points: int | None = None, 
 
 
 @register_model
-def mgic_dgcnn(*, num_classes: int = 10, k: int = 10, group_size: int = 8, coarsest: int = 16,
+@default_mgic(MGIC_POINT_CLOUD)
+def mgic_dgcnn(*, num_classes: int = 10, k: int = 10, mgic: MGICConfig | dict | None = None,
                num_points: int | None = None, dropout: float = 0.5) -> DGCNN:
-    """The small DGCNN with MGIC blocks of EdgeConvs (not in the paper's table)."""
-    return DGCNN(num_classes=num_classes, k=k, group_size=group_size, coarsest=coarsest, num_points=num_points,
-                 dropout=dropout)
+    """The small DGCNN with MGIC blocks of EdgeConvs (not in the paper's table); ``mgic`` defaults to
+    ``MGICConfig(group_size=8, coarsest=16)``."""
+    return DGCNN(num_classes=num_classes, k=k, mgic=MGICConfig.coerce(mgic, default=MGIC_POINT_CLOUD),
+                 num_points=num_points, dropout=dropout)
 
 
 @register_model

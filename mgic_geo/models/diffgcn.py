@@ -1,7 +1,7 @@
 """diffGCN point-cloud classifiers: plain (``diffgcn``) and with MGIC blocks (``mgic_diffgcn``).
 
 No public code defines the paper's Table-6 diffGCN networks, so the package does; the architecture
-is data (``STAGES``). The MAC budget decides the shape (DESIGN.md section 4): 13.7 M MACs at 1024
+is data (``STAGES``). The MAC budget decides the shape: 13.7 M MACs at 1024
 points leave about 13 k MACs per point, so the networks shrink the point set between stages::
 
     stage   points   width   block
@@ -41,8 +41,10 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from mgic_geo.models.clouds import Clouds, neighbourhood_mean
-from mgic_geo.models.heads import check_network_args, classifier, pointwise, widening_groups
-from mgic_geo.models.registry import register_model
+from mgic_geo.core.config import MGICConfig
+from mgic_geo.models.heads import (MGIC_POINT_CLOUD, ActLayer, NormLayer, check_layer_args, check_network_args, classifier,
+                                   pointwise, widening_groups)
+from mgic_geo.models.registry import default_mgic, register_model
 from mgic_geo.nn import DiffGCNNormAct, MGICConv
 from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
 from mgic_geo.validation import check_int
@@ -60,16 +62,22 @@ class DiffGCNNet(nn.Module):
         hidden (sequence of int): hidden widths of the classifier. (default: ``(64, 64)``)
         k (int): neighbours of the kNN graphs. (default: ``10``)
         dropout (float): classifier dropout. (default: ``0.5``)
-        group_size (int, optional): with ``coarsest``, use MGIC stage blocks with
-            :math:`s_g` = ``group_size``. (default: ``None``, dense diffGCN blocks)
-        coarsest (int, optional): :math:`s_c` of the MGIC blocks.
+        mgic (MGICConfig or dict, optional): use MGIC stage blocks with these settings
+            (:class:`~mgic_geo.core.config.MGICConfig`). (default: ``None``, dense diffGCN blocks)
         num_points (int, optional): every cloud of a batch has this many points; the forward then
-            makes no host synchronisation. (default: ``None``, read from ``batch``)
+            makes no host synchronisation, and ``torch.compile(fullgraph=True)`` sees no graph
+            break. (default: ``None``, read from ``batch``)
         graph (str): ``"static"``, one kNN graph per stage on the positions, shared by the stage's
             layers; or ``"dynamic"``, one per stage block on its input features (module
             docstring). (default: ``"static"``)
         operator_scale (str): the diffGCN layers' gradient scale, ``"spacing"`` or ``"derivative"``
             (:mod:`mgic_geo.nn.diffgcn`). (default: ``"spacing"``)
+        norm_layer (callable, optional): ``norm_layer(channels) -> nn.Module``, every norm of the
+            network (diffGCN layers, MGIC corrections, widening maps, classifier).
+            (default: :class:`torch.nn.BatchNorm1d`; :class:`~mgic_geo.core.norm.ChannelBatchNorm`
+            for the MGIC corrections)
+        act_layer (callable, optional): ``act_layer() -> nn.Module``, every activation of the
+            network. (default: :class:`torch.nn.ReLU`; LeakyReLU(0.2) in the classifier)
 
     Shapes:
         - **input:** positions :math:`(N, 3)`, batch :math:`(N,)` (sorted)
@@ -84,34 +92,37 @@ class DiffGCNNet(nn.Module):
         hidden: Sequence[int] = (64, 64),
         k: int = 10,
         dropout: float = 0.5,
-        group_size: int | None = None,
-        coarsest: int | None = None,
+        mgic: MGICConfig | dict | None = None,
         num_points: int | None = None,
         graph: str = "static",
         operator_scale: str = "spacing",
+        norm_layer: NormLayer | None = None,
+        act_layer: ActLayer | None = None,
     ):
         super().__init__()
-        check_network_args(num_classes=num_classes, k=k, num_points=num_points, group_size=group_size, coarsest=coarsest)
+        check_network_args(num_classes=num_classes, k=k, num_points=num_points)
+        check_layer_args(norm_layer=norm_layer, act_layer=act_layer)
+        layers = dict(norm_layer=norm_layer, act_layer=act_layer)
+        mgic = MGICConfig.coerce(mgic) if mgic is not None else None
         if not widths:
             raise ValueError("`widths` must list at least one stage width")
         if graph not in GRAPHS:
             raise ValueError(f"`graph` must be one of {GRAPHS}, got {graph!r}")
         self.k, self.num_points, self.graph, self.operator_scale = k, num_points, graph, operator_scale
-        self.stem = DiffGCNNormAct(3, widths[0], operator_scale=operator_scale)
+        self.stem = DiffGCNNormAct(3, widths[0], operator_scale=operator_scale, **layers)
         self.widen, self.blocks = nn.ModuleList(), nn.ModuleList()
         in_channels = widths[0]
         for width in widths:
             check_int("widths", width)
-            if group_size is None:
-                self.widen.append(pointwise(in_channels, width) if width != in_channels else nn.Identity())
-                self.blocks.append(DiffGCNNormAct(width, width, operator_scale=operator_scale))
+            if mgic is None:
+                self.widen.append(pointwise(in_channels, width, **layers) if width != in_channels else nn.Identity())
+                self.blocks.append(DiffGCNNormAct(width, width, operator_scale=operator_scale, **layers))
             else:
-                groups = widening_groups(in_channels, width, group_size)
-                self.widen.append(pointwise(in_channels, width, groups=groups) if width != in_channels else nn.Identity())
-                self.blocks.append(MGICConv(width, conv="diffgcn", group_size=group_size, coarsest=coarsest,
-                                            operator_scale=operator_scale))
+                groups = widening_groups(in_channels, width, mgic.group_size)
+                self.widen.append(pointwise(in_channels, width, groups=groups, **layers) if width != in_channels else nn.Identity())
+                self.blocks.append(MGICConv(width, conv="diffgcn", mgic=mgic, operator_scale=operator_scale, **layers))
             in_channels = width
-        self.head = classifier(2 * widths[-1], hidden, num_classes, dropout=dropout)
+        self.head = classifier(2 * widths[-1], hidden, num_classes, dropout=dropout, **layers)
 
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         clouds = Clouds.of(pos, batch, self.num_points)
@@ -153,9 +164,11 @@ def diffgcn(*, num_classes: int = 10, k: int = 10, num_points: int | None = None
 
 
 @register_model
-def mgic_diffgcn(*, num_classes: int = 10, k: int = 10, group_size: int = 8, coarsest: int = 16,
+@default_mgic(MGIC_POINT_CLOUD)
+def mgic_diffgcn(*, num_classes: int = 10, k: int = 10, mgic: MGICConfig | dict | None = None,
                  num_points: int | None = None, dropout: float = 0.5, graph: str = "static",
                  operator_scale: str = "spacing") -> DiffGCNNet:
-    """diffGCN with MGIC stage blocks (Table 6 row 3; paper: 0.11 M params, 13.7 M FLOPs, 92.9 %)."""
-    return DiffGCNNet(num_classes=num_classes, k=k, group_size=group_size, coarsest=coarsest, num_points=num_points,
-                      dropout=dropout, graph=graph, operator_scale=operator_scale)
+    """diffGCN with MGIC stage blocks (Table 6 row 3; paper: 0.11 M params, 13.7 M FLOPs, 92.9 %);
+    ``mgic`` defaults to the paper's ``MGICConfig(group_size=8, coarsest=16)``."""
+    return DiffGCNNet(num_classes=num_classes, k=k, mgic=MGICConfig.coerce(mgic, default=MGIC_POINT_CLOUD),
+                      num_points=num_points, dropout=dropout, graph=graph, operator_scale=operator_scale)

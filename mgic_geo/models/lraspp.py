@@ -11,11 +11,9 @@ torchvision's output convention: ``model(x)`` returns ``{"out": logits}``, logit
 
 The MGIC backbones are those of :mod:`mgic_geo.models.mobilenetv3` (MGIC inside the inverted
 residual blocks only, plans computed on the expanded widths); the head is the same as for the plain
-backbones. Measured with :func:`mgic_geo.complexity.profile` at 1024x2048 with 19 classes
-(Cityscapes; the paper's Table 5 in brackets): Large 1.747 M params / 9.915 G MACs plain,
-1.524 M / 6.634 G MGIC (1.67 M / 9.62 G); Small 0.516 M / 2.832 G plain, 0.527 M / 2.489 G MGIC
-(0.48 M / 2.73 G). The reduced tail's blocks (80 channels, 480 expanded) get widths ``[80, 40, 20]``
-and groups ``[5, 2, 1]`` in the Large backbone.
+backbones. ``mgic-geo table 5`` prints their params and MACs at 1024x2048 with 19 classes
+(Cityscapes) beside the paper's Table 5. The reduced tail's blocks (80 channels, 480 expanded) get
+widths ``[80, 40, 20]`` and groups ``[5, 2, 1]`` in the Large backbone.
 """
 from __future__ import annotations
 
@@ -24,8 +22,9 @@ from typing import Callable
 from torch import nn
 from torchvision.models.segmentation.lraspp import LRASPP, _lraspp_mobilenetv3
 
-from mgic_geo.models.mobilenetv3 import build_mobilenetv3
-from mgic_geo.models.registry import register_model
+from mgic_geo.core.config import MGICConfig  # noqa: F401  (build_lraspp's annotation)
+from mgic_geo.models.mobilenetv3 import MGIC_MOBILENETV3, build_mobilenetv3
+from mgic_geo.models.registry import register_builders
 from mgic_geo.validation import check_int
 
 __all__ = [
@@ -37,7 +36,7 @@ __all__ = [
 
 
 def build_lraspp(arch: str, *, num_classes: int = 21, width_mult: float = 1.0,
-                 norm_layer: Callable[..., nn.Module] | None = None, mgic: dict | None = None,
+                 norm_layer: Callable[..., nn.Module] | None = None, mgic: MGICConfig | dict | None = None,
                  bn_momentum: float = 0.01) -> LRASPP:
     """LR-ASPP (128 inter channels) on a dilated, reduced-tail (MGIC-)MobileNetV3 ``arch``."""
     check_int("num_classes", num_classes)
@@ -46,39 +45,20 @@ def build_lraspp(arch: str, *, num_classes: int = 21, width_mult: float = 1.0,
     return _lraspp_mobilenetv3(backbone, num_classes)
 
 
-@register_model
-def lraspp_mobilenetv3_large(*, num_classes: int = 21, width_mult: float = 1.0,
-                             norm_layer: Callable[..., nn.Module] | None = None,
-                             bn_momentum: float = 0.01) -> LRASPP:
-    """LR-ASPP on MobileNetV3-Large (torchvision's ``lraspp_mobilenet_v3_large`` without weights)."""
-    return build_lraspp("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                        bn_momentum=bn_momentum)
+# name -> (docstring, backbone architecture, default MGIC config or None for the plain backbone)
+BUILDERS = {
+    "lraspp_mobilenetv3_large": ("LR-ASPP on MobileNetV3-Large (torchvision's ``lraspp_mobilenet_v3_large`` without "
+                                 "weights).", "large", None),
+    "lraspp_mobilenetv3_small": ("LR-ASPP on MobileNetV3-Small.", "small", None),
+    "lraspp_mgic_mobilenetv3_large": ("LR-ASPP on MGIC-MobileNetV3-Large (paper Table 5, \"MGIC-Large\").", "large",
+                                      MGIC_MOBILENETV3),
+    "lraspp_mgic_mobilenetv3_small": ("LR-ASPP on MGIC-MobileNetV3-Small (paper Table 5, \"MGIC-Small\").", "small",
+                                      MGIC_MOBILENETV3),
+}
+BUILDER_DEFAULTS = {"num_classes": 21, "width_mult": 1.0, "norm_layer": None, "bn_momentum": 0.01}
 
-
-@register_model
-def lraspp_mobilenetv3_small(*, num_classes: int = 21, width_mult: float = 1.0,
-                             norm_layer: Callable[..., nn.Module] | None = None,
-                             bn_momentum: float = 0.01) -> LRASPP:
-    """LR-ASPP on MobileNetV3-Small."""
-    return build_lraspp("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                        bn_momentum=bn_momentum)
-
-
-@register_model
-def lraspp_mgic_mobilenetv3_large(*, num_classes: int = 21, width_mult: float = 1.0, group_size: int = 64,
-                                  coarsest: int = 64, level_rule: str = "paper",
-                                  norm_layer: Callable[..., nn.Module] | None = None,
-                             bn_momentum: float = 0.01) -> LRASPP:
-    """LR-ASPP on MGIC-MobileNetV3-Large (paper Table 5, "MGIC-Large")."""
-    return build_lraspp("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                        bn_momentum=bn_momentum, mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})
-
-
-@register_model
-def lraspp_mgic_mobilenetv3_small(*, num_classes: int = 21, width_mult: float = 1.0, group_size: int = 64,
-                                  coarsest: int = 64, level_rule: str = "paper",
-                                  norm_layer: Callable[..., nn.Module] | None = None,
-                             bn_momentum: float = 0.01) -> LRASPP:
-    """LR-ASPP on MGIC-MobileNetV3-Small (paper Table 5, "MGIC-Small")."""
-    return build_lraspp("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                        bn_momentum=bn_momentum, mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})
+_builders = register_builders({name: (doc, BUILDER_DEFAULTS, arch, mgic) for name, (doc, arch, mgic) in BUILDERS.items()},
+                              build_lraspp, module=__name__)
+lraspp_mobilenetv3_large, lraspp_mobilenetv3_small = _builders["lraspp_mobilenetv3_large"], _builders["lraspp_mobilenetv3_small"]
+lraspp_mgic_mobilenetv3_large = _builders["lraspp_mgic_mobilenetv3_large"]
+lraspp_mgic_mobilenetv3_small = _builders["lraspp_mgic_mobilenetv3_small"]

@@ -24,8 +24,8 @@ blocks, one of two ways:
 
 **The group rule: s_g and s_c are measured on the expanded width.** An inverted residual's cost is
 in its two 1x1 maps, ``2 w e`` weights that touch the expanded width ``e = t w`` (64 ... 960 at
-width 1.0), not its input width ``w`` (16 ... 160). So, as the design brief has ResNet-50's
-bottlenecks grouped on the width their 3x3 convolutions act on, the plan of an MGIC inverted
+width 1.0), not its input width ``w`` (16 ... 160). So, as ResNet-50's
+bottlenecks are grouped on the width their 3x3 convolutions act on, the plan of an MGIC inverted
 residual is computed on the expanded width, through the core's ``group_width`` option
 (``MGICBlock(..., group_width=e(w))``, :mod:`mgic_geo.core.plan`):
 
@@ -46,30 +46,17 @@ inspectable (``block.mgic.widths``, ``block.mgic.group_widths``, ``block.mgic.gr
 ``level_rule="official"`` (always coarsen once, stop when the expanded width drops below
 ``2 s_c``) gives every block at least two levels.
 
-Measured with :func:`mgic_geo.complexity.profile` (224x224, 1000 classes; the paper's Table 4 in
-brackets):
-
-================  ========================  ========================  ========================
-network           plain params / MACs       MGIC params / MACs        paper MGIC
-================  ========================  ========================  ========================
-Large 0.6x        2.312 M / 91.6 M          2.215 M / 68.1 M          (2.3 M / 48 M)
-Large 1.0x        5.483 M / 216.6 M         5.079 M / 135.5 M         (5.2 M / 145 M)
-Large 1.2x        7.564 M / 322.0 M         6.918 M / 200.4 M         (7.1 M / 233 M)
-Small 1.0x        2.543 M / 56.5 M          2.509 M / 46.2 M          --
-================  ========================  ========================  ========================
-
-(With the plans and transition groups computed on the input width instead, as before, only the
-160-channel blocks coarsened at ``s_c = 64`` and the MGIC networks cost 2.312 M / 91.6 M,
-5.615 M / 211.7 M and 7.500 M / 284.1 M: at most 12 % fewer MACs than plain, and at 1.0x more
-parameters.) The paper's 48 M MACs at 0.6x are out of reach of this rule: there the stem and the
-early, high-resolution blocks whose expanded width is below ``2 s_g = 128`` (so they keep one
-group) already cost 45.6 M of the 68.1 M MACs. The parameter savings are smaller than the MAC
-savings because most parameters sit in the untouched head (2.51 M at 1.0x) and in the
+``mgic-geo table 4`` prints the params and MACs of every width beside the paper's Table 4 (224x224,
+1000 classes). Computing the plans and transition groups on the input width instead coarsens only
+the 160-channel blocks at ``s_c = 64`` and saves far fewer MACs. The paper's MACs at 0.6x are out
+of reach of this rule: there the stem and the early, high-resolution blocks whose expanded width is
+below ``2 s_g = 128`` (so they keep one group) already cost most of them. The parameter savings are
+smaller than the MAC savings because most parameters sit in the untouched head and in the
 squeeze-excitations, which stay dense on every level (``e_j -> e_j / 4 -> e_j``): they act on
 pooled ``1 x 1`` maps, so they add parameters but almost no MACs.
 
 Squeeze-excitation is torchvision's ``SqueezeExcitation`` (hard-sigmoid gate) over all expanded
-channels of a level with its usual dense maps, as the design brief prescribes.
+channels of a level with its usual dense maps.
 
 The MGIC transfer operators keep their averaging init: torchvision's model-wide init loop touches
 only ``nn.Conv2d``/``nn.Linear``/batch norms, not :class:`~mgic_geo.core.TransferOperator`.
@@ -86,9 +73,13 @@ from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3, 
 from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 
 from mgic_geo.core.block import MGICBlock
-from mgic_geo.core.plan import LEVEL_RULES
-from mgic_geo.models.registry import register_model
+from mgic_geo.core.config import MGICConfig
+from mgic_geo.core.plan import largest_group_count
+from mgic_geo.models.registry import register_builders
 from mgic_geo.validation import check_int
+
+# The paper's setting (Table 4); builders take changes to it.
+MGIC_MOBILENETV3 = MGICConfig(group_size=64, coarsest=64)
 
 __all__ = [
     "InvertedResidualLevel",
@@ -199,16 +190,14 @@ class MGICInvertedResidual(nn.Module):
         - **output:** :math:`(B, C, H, W)`
     """
 
-    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, group_size: int,
-                 coarsest: int, level_rule: str = "paper"):
+    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, mgic: MGICConfig):
         super().__init__()
         if cnf.stride != 1 or cnf.input_channels != cnf.out_channels:
             raise ValueError("MGICInvertedResidual needs a channel-preserving block (stride 1, c_in == c_out)")
         self.in_channels = self.out_channels = cnf.out_channels
         self._is_cn = False  # read by torchvision's LR-ASPP builder (stage ends), as on its InvertedResidual
         self.mgic = MGICBlock(cnf.input_channels, partial(InvertedResidualLevel, cnf=cnf, norm_layer=norm_layer),
-                              group_size=group_size, coarsest=coarsest, norm=norm_layer, level_rule=level_rule,
-                              group_width=partial(expanded_width, cnf=cnf))
+                              mgic, norm=norm_layer, group_width=partial(expanded_width, cnf=cnf))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mgic(x)
@@ -216,10 +205,9 @@ class MGICInvertedResidual(nn.Module):
 
 def transition_groups(in_channels: int, expanded: int, out_channels: int, group_size: int) -> int:
     """Groups of the 1x1 maps of a width- or stride-changing block, counted on the expanded width as
-    in the MGIC levels: the largest count ``<= expanded // group_size`` (at least 1) dividing all
-    three widths."""
-    limit = max(1, expanded // group_size)
-    return max(g for g in range(1, limit + 1) if in_channels % g == 0 and expanded % g == 0 and out_channels % g == 0)
+    in the MGIC levels (:func:`~mgic_geo.core.plan.largest_group_count` of the three widths, at most
+    ``expanded // group_size``)."""
+    return largest_group_count(expanded // group_size, in_channels, expanded, out_channels)
 
 
 class GroupedInvertedResidual(nn.Module):
@@ -263,32 +251,29 @@ def mobilenetv3_config(arch: str, width_mult: float = 1.0, *, reduced_tail: bool
     return _mobilenet_v3_conf(ARCHS[arch], width_mult=width_mult, reduced_tail=reduced_tail, dilated=dilated)
 
 
-def mgic_block_factory(*, group_size: int, coarsest: int, level_rule: str = "paper"):
+def mgic_block_factory(mgic: MGICConfig | dict):
     """A ``block(cnf, norm_layer)`` for :class:`~torchvision.models.MobileNetV3`: channel-preserving
     blocks become :class:`MGICInvertedResidual`, the others :class:`GroupedInvertedResidual`."""
-    check_int("group_size", group_size)
-    check_int("coarsest", coarsest)
-    if level_rule not in LEVEL_RULES:
-        raise ValueError(f"`level_rule` must be one of {LEVEL_RULES}, got {level_rule!r}")
+    mgic = MGICConfig.coerce(mgic, default=MGIC_MOBILENETV3)
 
     def block(cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]) -> nn.Module:
         if cnf.stride == 1 and cnf.input_channels == cnf.out_channels:
-            return MGICInvertedResidual(cnf, norm_layer, group_size=group_size, coarsest=coarsest,
-                                        level_rule=level_rule)
-        return GroupedInvertedResidual(cnf, norm_layer, group_size=group_size)
+            return MGICInvertedResidual(cnf, norm_layer, mgic=mgic)
+        return GroupedInvertedResidual(cnf, norm_layer, group_size=mgic.group_size)
 
     return block
 
 
 def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float = 1.0,
                       norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
-                      mgic: dict | None = None, reduced_tail: bool = False, dilated: bool = False,
+                      mgic: MGICConfig | dict | None = None, reduced_tail: bool = False, dilated: bool = False,
                       bn_momentum: float = 0.01) -> MobileNetV3:
-    """Build torchvision's :class:`~torchvision.models.MobileNetV3`; with ``mgic`` (the keyword
-    arguments of :func:`mgic_block_factory`) its inverted residuals are the MGIC ones."""
+    """Build torchvision's :class:`~torchvision.models.MobileNetV3`; with ``mgic``
+    (:class:`~mgic_geo.core.config.MGICConfig`, or a dict of changes to ``MGIC_MOBILENETV3``) its
+    inverted residuals are the MGIC ones."""
     check_int("num_classes", num_classes)
     setting, last_channel = mobilenetv3_config(arch, width_mult, reduced_tail=reduced_tail, dilated=dilated)
-    block = mgic_block_factory(**mgic) if mgic is not None else None
+    block = mgic_block_factory(mgic) if mgic is not None else None
     model = MobileNetV3(setting, last_channel, num_classes=num_classes, block=block,
                         norm_layer=norm_layer or default_norm_layer(bn_momentum), dropout=dropout)
     for module in model.modules():  # torchvision's init loop reset BN scales; re-apply MGIC's own
@@ -297,41 +282,19 @@ def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float =
     return model
 
 
-@register_model
-def mobilenetv3_large(*, num_classes: int = 1000, width_mult: float = 1.0,
-                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
-                      bn_momentum: float = 0.01) -> MobileNetV3:
-    """MobileNetV3-Large (torchvision's, no weights): 5,483,032 parameters at 1000 classes."""
-    return build_mobilenetv3("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout, bn_momentum=bn_momentum)
+# name -> (docstring, architecture, default MGIC config or None for the plain network)
+BUILDERS = {
+    "mobilenetv3_large": ("MobileNetV3-Large (torchvision's, no weights): 5,483,032 parameters at 1000 classes.",
+                          "large", None),
+    "mobilenetv3_small": ("MobileNetV3-Small (torchvision's, no weights).", "small", None),
+    "mgic_mobilenetv3_large": ("MGIC-MobileNetV3-Large (paper Table 4: width 0.6 / 1.0 / 1.2, ``s_g = s_c = 64``; "
+                               "``mgic`` changes them).", "large", MGIC_MOBILENETV3),
+    "mgic_mobilenetv3_small": ("MGIC-MobileNetV3-Small (``s_g = s_c = 64`` by default; ``mgic`` changes them).",
+                               "small", MGIC_MOBILENETV3),
+}
+BUILDER_DEFAULTS = {"num_classes": 1000, "width_mult": 1.0, "norm_layer": None, "dropout": 0.2, "bn_momentum": 0.01}
 
-
-@register_model
-def mobilenetv3_small(*, num_classes: int = 1000, width_mult: float = 1.0,
-                      norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
-                      bn_momentum: float = 0.01) -> MobileNetV3:
-    """MobileNetV3-Small (torchvision's, no weights)."""
-    return build_mobilenetv3("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout, bn_momentum=bn_momentum)
-
-
-@register_model
-def mgic_mobilenetv3_large(*, num_classes: int = 1000, width_mult: float = 1.0, group_size: int = 64,
-                           coarsest: int = 64, level_rule: str = "paper",
-                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
-                           bn_momentum: float = 0.01) -> MobileNetV3:
-    """MGIC-MobileNetV3-Large (paper Table 4: width 0.6 / 1.0 / 1.2, ``s_g = s_c = 64``)."""
-    return build_mobilenetv3("large", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout, bn_momentum=bn_momentum,
-                             mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})
-
-
-@register_model
-def mgic_mobilenetv3_small(*, num_classes: int = 1000, width_mult: float = 1.0, group_size: int = 64,
-                           coarsest: int = 64, level_rule: str = "paper",
-                           norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
-                           bn_momentum: float = 0.01) -> MobileNetV3:
-    """MGIC-MobileNetV3-Small (``s_g = s_c = 64`` by default)."""
-    return build_mobilenetv3("small", num_classes=num_classes, width_mult=width_mult, norm_layer=norm_layer,
-                             dropout=dropout, bn_momentum=bn_momentum,
-                             mgic={"group_size": group_size, "coarsest": coarsest, "level_rule": level_rule})
+_builders = register_builders({name: (doc, BUILDER_DEFAULTS, arch, mgic) for name, (doc, arch, mgic) in BUILDERS.items()},
+                              build_mobilenetv3, module=__name__)
+mobilenetv3_large, mobilenetv3_small = _builders["mobilenetv3_large"], _builders["mobilenetv3_small"]
+mgic_mobilenetv3_large, mgic_mobilenetv3_small = _builders["mgic_mobilenetv3_large"], _builders["mgic_mobilenetv3_small"]

@@ -37,6 +37,13 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in _BUILDERS if fnmatch.fnmatch(name, pattern))
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _BUILDERS[name]
+
+
 def model_task(name: str) -> str | None:
     """``"point_cloud_classification"``, ``"image_classification"`` or ``"semantic_segmentation"`` for
     the package's models; ``None`` for a model registered elsewhere (its task is not known)."""
@@ -64,11 +71,12 @@ def create_model(name: str, *, weights=None, **kwargs) -> nn.Module:
         >>> create_model("diffgcn", weights="DEFAULT")
         Traceback (most recent call last):
         ...
-        mgic_geo.models.weights.WeightsError: model 'diffgcn' has no released weights; models with weights: mgic_diffgcn
+        mgic_geo.models.weights_file.WeightsError: model 'diffgcn' has no released weights; models with weights: mgic_diffgcn
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     builder = _BUILDERS[name]
+    kwargs = fold_legacy_mgic(builder, kwargs)
     accepted = inspect.signature(builder).parameters
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -79,3 +87,81 @@ def create_model(name: str, *, weights=None, **kwargs) -> nn.Module:
 
         return build_with_weights(name, builder, weights, kwargs)
     return builder(**kwargs)
+
+
+# The MGICConfig fields that builders took as keywords of their own before they took `mgic=`.
+LEGACY_MGIC_FIELDS = ("group_size", "coarsest", "level_rule", "transfer_init", "zero_init_correction")
+
+
+def fold_legacy_mgic(builder: Callable[..., nn.Module], kwargs: dict) -> dict:
+    """``kwargs`` with MGIC fields given at the top level (``group_size=8``, as checkpoints and
+    released weights written before :class:`~mgic_geo.core.config.MGICConfig` record them) moved
+    into the builder's ``mgic`` argument; unchanged for builders without one. A field given both
+    ways is refused."""
+    parameters = inspect.signature(builder).parameters
+    legacy = {key: kwargs[key] for key in LEGACY_MGIC_FIELDS if key in kwargs and key not in parameters}
+    if not legacy or "mgic" not in parameters:
+        return kwargs
+    from mgic_geo.core.config import MGICConfig
+
+    given = kwargs.get("mgic")
+    if isinstance(given, MGICConfig):
+        raise ValueError(f"give the MGIC settings either as `mgic` or as {', '.join(map(repr, legacy))}, not both")
+    both = sorted(set(legacy) & set(given or {}))
+    if both:
+        raise ValueError(f"{', '.join(map(repr, both))} given both in `mgic` and as an argument of its own")
+    folded = {key: value for key, value in kwargs.items() if key not in legacy}
+    folded["mgic"] = {**legacy, **dict(given or {})}
+    return folded
+
+
+def effective_mgic(builder: Callable[..., nn.Module], value):
+    """The :class:`~mgic_geo.core.config.MGICConfig` ``builder(mgic=value)`` builds with (its own
+    default completed by ``value``), for comparing recorded and requested settings; ``None`` for
+    builders without MGIC settings."""
+    default = getattr(builder, "default_mgic", None)
+    if default is None:
+        return value
+    from mgic_geo.core.config import MGICConfig
+
+    return MGICConfig.coerce(value, default=default)
+
+
+def default_mgic(config):
+    """Decorator: record ``config`` as the MGIC setting a builder uses when ``mgic`` is not given."""
+    def mark(builder):
+        builder.default_mgic = config
+        return builder
+    return mark
+
+
+def register_builders(table: dict[str, tuple], build: Callable[..., nn.Module], *, module: str) -> dict[str, Callable]:
+    """Register one keyword-only builder per row of ``table``: ``name -> (docstring, defaults, fixed,
+    mgic_default)``. ``name(**kwargs)`` calls ``build(fixed, **(defaults | kwargs))`` and has the
+    signature ``(*, **defaults)`` (what :func:`create_model` and ``inspect.signature`` read). A row
+    with an ``mgic_default`` (an :class:`~mgic_geo.core.config.MGICConfig`) also takes ``mgic``,
+    completed from it as :meth:`~mgic_geo.core.config.MGICConfig.coerce` does. Returns the builders
+    by name, for the module to bind them to its own names."""
+    from mgic_geo.core.config import MGICConfig
+
+    builders = {}
+    for name, (doc, defaults, fixed, mgic_default) in table.items():
+        if mgic_default is not None:
+            defaults = {"mgic": None} | defaults
+        signature = inspect.Signature([inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=value)
+                                       for key, value in defaults.items()])
+
+        def builder(*args, _signature=signature, _fixed=fixed, _mgic_default=mgic_default, **kwargs):
+            bound = _signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            if _mgic_default is not None:
+                arguments["mgic"] = MGICConfig.coerce(arguments["mgic"], default=_mgic_default)
+            return build(_fixed, **arguments)
+
+        builder.__name__ = builder.__qualname__ = name
+        builder.__doc__, builder.__module__, builder.__signature__ = doc, module, signature
+        if mgic_default is not None:
+            builder.default_mgic = mgic_default
+        builders[name] = register_model(builder)
+    return builders

@@ -35,6 +35,7 @@ error names the key and where to give it. After writing, the file is loaded back
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import inspect
 import json
@@ -137,13 +138,16 @@ def release_weights(ckpt: str | os.PathLike | Mapping[str, Any], out: str | os.P
     """Write the release file ``out`` (``.pt``) and its metadata ``out`` with a ``.json`` suffix,
     from the training checkpoint ``ckpt``. Returns the metadata (module docstring).
 
-    :param ckpt: a Lightning checkpoint of a registry task (``mgic-geo fit``'s ``last.ckpt``), as a
-        path (read with ``torch.load(weights_only=True)``) or as the loaded dict.
-    :param test_results: the ``test_results.json`` of ``mgic-geo test`` on ``ckpt``.
-    :param config: the training config file, recorded as ``recipe.config``.
-    :param meta: metadata merged last (what the files above do not tell).
-    :raises ValueError: (a :class:`~mgic_geo.models.weights.WeightsError` or
-        :class:`~mgic_geo.training.fault.CheckpointError`) naming the problem and the file.
+    Args:
+        ckpt (str | os.PathLike | Mapping[str, Any]): a Lightning checkpoint of a registry task (``mgic-geo fit``'s
+            ``last.ckpt``), as a path (read with ``torch.load(weights_only=True)``) or as the loaded dict.
+        test_results (str | os.PathLike | None): the ``test_results.json`` of ``mgic-geo test`` on ``ckpt``.
+        config (str | None): the training config file, recorded as ``recipe.config``.
+        meta (Mapping[str, Any] | None): metadata merged last (what the files above do not tell).
+
+    Raises:
+        ValueError: (a :class:`~mgic_geo.models.weights.WeightsError` or
+            :class:`~mgic_geo.training.fault.CheckpointError`) naming the problem and the file.
 
     Example (an untrained network standing in for a fit's checkpoint)::
 
@@ -164,7 +168,7 @@ def release_weights(ckpt: str | os.PathLike | Mapping[str, Any], out: str | os.P
         >>> all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), task.net.state_dict().values()))
         True
     """
-    from mgic_geo.models.registry import _BUILDERS, create_model, list_models
+    from mgic_geo.models.registry import _BUILDERS, create_model, effective_mgic, fold_legacy_mgic, list_models
     from mgic_geo.training.base import epochs_in_checkpoint
     from mgic_geo.training.fault import read_checkpoint
 
@@ -196,7 +200,7 @@ def release_weights(ckpt: str | os.PathLike | Mapping[str, Any], out: str | os.P
         raise WeightsError(f"{where}: refused to release: {len(bad)} weight tensor(s) hold NaN or inf "
                            f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})")
 
-    given_kwargs = dict(hp.get("model_kwargs") or {})
+    given_kwargs = fold_legacy_mgic(_BUILDERS[model], dict(hp.get("model_kwargs") or {}))
     network = create_model(model, num_classes=hp["num_classes"], **given_kwargs)
     net_state = {key[len(NET_PREFIX):]: value for key, value in state.items() if key.startswith(NET_PREFIX)}
     problem = state_dict_mismatch(network.state_dict(), net_state)
@@ -206,6 +210,8 @@ def release_weights(ckpt: str | os.PathLike | Mapping[str, Any], out: str | os.P
     parameters = inspect.signature(_BUILDERS[model]).parameters
     model_kwargs = {name: given_kwargs.get(name, parameter.default) for name, parameter in parameters.items()
                     if name != "num_classes"}
+    if getattr(_BUILDERS[model], "default_mgic", None) is not None:  # the whole setting, as plain JSON fields
+        model_kwargs["mgic"] = dataclasses.asdict(effective_mgic(_BUILDERS[model], model_kwargs["mgic"]))
     epochs = epochs_in_checkpoint(checkpoint)
     data = dict(checkpoint.get("datamodule_hyper_parameters") or {})
 

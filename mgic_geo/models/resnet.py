@@ -8,12 +8,11 @@ Plain networks (torchvision conventions):
 * ``resnet56``: 3x3 stem conv 3->16 + BN + ReLU, stages 16/32/64 of 9 basic blocks (stride 2 at the
   first block of stages 2 and 3), global average pool, linear classifier. When a block changes
   shape, its shortcut is a strided 1x1 conv + BN ("option B" of He et al. 2016, torchvision's
-  choice); 0.856 M params and 125.8 M MACs at 32x32 (option A, the zero-padded identity, gives
-  0.853 M / 125.5 M; both are the paper's 0.85 M / 125 M within 1 %).
+  choice; ``mgic-geo table 2`` prints its params and MACs beside the paper's 0.85 M / 125 M).
 * ``resnet50``: torchvision's ResNet-50 (v1.5, stride on the 3x3 conv), same parameter count
   (25,557,032 at 1000 classes).
 
-MGIC networks (DESIGN §2-3):
+MGIC networks:
 
 * every channel-preserving block becomes an :class:`~mgic_geo.MGICBlock` whose level block is the
   same block type with grouped convolutions: a basic block
@@ -39,8 +38,9 @@ from typing import Callable
 from torch import Tensor, nn
 
 from mgic_geo.core.block import MGICBlock
+from mgic_geo.core.config import MGICConfig
 from mgic_geo.core.init import init_weights
-from mgic_geo.models.registry import register_model
+from mgic_geo.models.registry import register_builders
 from mgic_geo.validation import check_int
 
 NormLayer = Callable[[int], nn.Module]
@@ -136,6 +136,11 @@ class Bottleneck(nn.Module):
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+BLOCK_NAMES = {block_type: name for name, block_type in BLOCKS.items()}
+
+# The paper's settings for each network (Tables 2 and 3); builders take changes to them.
+MGIC_RESNET56 = MGICConfig(group_size=8, coarsest=16)
+MGIC_RESNET50 = MGICConfig(group_size=32, coarsest=64)
 
 
 class Transition(nn.Sequential):
@@ -161,18 +166,11 @@ class ResNet(nn.Module):
     Args:
         architecture (Architecture): stem and stages (see :data:`ARCHITECTURES`).
         num_classes (int): output classes.
-        group_size (int, optional): with ``coarsest``, build the MGIC version with
-            :math:`s_g` = ``group_size`` channels per group (of the bottleneck width for bottleneck
-            blocks); it must divide every stage's (bottleneck) width that is wider than it (a
-            narrower stage is a single group). (default: ``None``, plain)
-        coarsest (int, optional): :math:`s_c` of the MGIC blocks.
-        level_rule (str): ``"paper"`` or ``"official"`` (:class:`~mgic_geo.MGICBlock`).
-        zero_init_correction (bool): passed to every :class:`~mgic_geo.MGICBlock`: the coarse-grid
-            corrections start at zero. (default: ``False`` here; ``True`` in the ``mgic_resnet56`` /
-            ``mgic_resnet50`` builders, where it is what makes them train: 6 epochs of Adam on
-            generated 16x16 images reached 41 / 22 / 43 % test accuracy over seeds 0 / 1 / 2 with it,
-            18 / 9 / 18 % without; with ``zero_init_residual`` too, 85 % at seed 0; measured before
-            :func:`~mgic_geo.init_weights` gave the classifier its small init)
+        mgic (MGICConfig or dict, optional): build the MGIC version with these settings
+            (:class:`~mgic_geo.core.config.MGICConfig`); for bottleneck blocks ``group_size`` and
+            ``coarsest`` count bottleneck channels. ``group_size`` must divide every stage's
+            (bottleneck) width that is wider than it (a narrower stage is a single group).
+            (default: ``None``, plain)
         zero_init_residual (bool): start the last norm of every residual block with a zero scale
             (torchvision's option). (default: ``False``)
         norm_layer (callable): ``norm_layer(channels)``. (default: :class:`torch.nn.BatchNorm2d`)
@@ -188,31 +186,20 @@ class ResNet(nn.Module):
         architecture: Architecture,
         *,
         num_classes: int,
-        group_size: int | None = None,
-        coarsest: int | None = None,
-        level_rule: str = "paper",
-        zero_init_correction: bool = False,
+        mgic: MGICConfig | dict | None = None,
         zero_init_residual: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
         act_layer: ActLayer = nn.ReLU,
     ):
         super().__init__()
         check_int("num_classes", num_classes)
-        if (group_size is None) != (coarsest is None):
-            raise ValueError("`group_size` and `coarsest` go together: give both (MGIC) or neither")
         if architecture.block not in BLOCKS:
             raise ValueError(f"`architecture.block` must be one of {sorted(BLOCKS)}, got {architecture.block!r}")
-        expansion = EXPANSION[architecture.block]
-        if group_size is not None:
-            check_int("group_size", group_size)
-            check_int("coarsest", coarsest)
+        if mgic is not None:
+            mgic = MGICConfig.coerce(mgic)
             for stage in architecture.stages:
-                inner = stage.width // expansion
-                if inner % group_size and inner > group_size:  # a narrower stage is one group
-                    kind = "bottleneck width" if expansion > 1 else "width"
-                    raise ValueError(f"`group_size` ({group_size}) must divide every stage's {kind}; "
-                                     f"it does not divide {inner}")
-        self.architecture, self.group_size, self.coarsest = architecture, group_size, coarsest
+                check_group_size(mgic, BLOCKS[architecture.block], stage.width, "every stage's")
+        self.architecture, self.mgic = architecture, mgic
         block_type = BLOCKS[architecture.block]
 
         stem_width = architecture.stem_width
@@ -225,15 +212,12 @@ class ResNet(nn.Module):
         else:
             raise ValueError(f"`architecture.stem` must be 'cifar' or 'imagenet', got {architecture.stem!r}")
 
-        def level_block(width: int, groups: int) -> nn.Module:
-            return block_type(width, width, groups=groups, norm_layer=norm_layer, act_layer=act_layer)
-
         stages, in_channels = [], stem_width
         for stage in architecture.stages:
             blocks: list[nn.Module] = []
             for index in range(stage.depth):
                 stride = stage.stride if index == 0 else 1
-                if group_size is None:
+                if mgic is None:
                     blocks.append(block_type(in_channels, stage.width, stride=stride, norm_layer=norm_layer,
                                              act_layer=act_layer))
                     in_channels = stage.width
@@ -242,9 +226,8 @@ class ResNet(nn.Module):
                     blocks.append(Transition(in_channels, stage.width, stride=stride, norm_layer=norm_layer,
                                              act_layer=act_layer))
                     in_channels = stage.width
-                blocks.append(MGICBlock(stage.width, level_block, group_size=expansion * group_size,
-                                        coarsest=expansion * coarsest, norm=norm_layer, level_rule=level_rule,
-                                        zero_init_correction=zero_init_correction))
+                blocks.append(mgic_residual_block(block_type, stage.width, mgic, norm_layer=norm_layer,
+                                                  act_layer=act_layer))
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -262,49 +245,54 @@ class ResNet(nn.Module):
         return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
+def check_group_size(mgic: MGICConfig, block_type: type, width: int, where: str) -> None:
+    """Refuse an ``s_g`` that does not divide the (bottleneck) width of a ``block_type`` block of
+    ``width`` channels, when that width is wider than ``s_g`` (a narrower one is a single group)."""
+    expansion = EXPANSION[BLOCK_NAMES[block_type]]
+    inner = width // expansion
+    if inner % mgic.group_size and inner > mgic.group_size:
+        kind = "bottleneck width" if expansion > 1 else "width"
+        raise ValueError(f"`group_size` ({mgic.group_size}) must divide {where} {kind}; it does not divide {inner}")
+
+
+def mgic_residual_block(block_type: type, width: int, mgic: MGICConfig, *, norm_layer: NormLayer = nn.BatchNorm2d,
+                        act_layer: ActLayer = nn.ReLU) -> MGICBlock:
+    """The MGIC version of a channel-preserving ``block_type`` block (:class:`BasicBlock` or
+    :class:`Bottleneck`) of ``width`` channels: level blocks are the same block type, grouped; for
+    bottlenecks ``s_g`` and ``s_c`` count bottleneck channels (module docstring)."""
+    expansion = EXPANSION[BLOCK_NAMES[block_type]]
+
+    def level_block(channels: int, groups: int) -> nn.Module:
+        return block_type(channels, channels, groups=groups, norm_layer=norm_layer, act_layer=act_layer)
+
+    config = mgic.replace(group_size=expansion * mgic.group_size, coarsest=expansion * mgic.coarsest)
+    return MGICBlock(width, level_block, config, norm=norm_layer)
+
+
+# name -> (docstring, classes by default, architecture, default MGIC config or None for the plain network)
+BUILDERS = {
+    "resnet56": ("CIFAR ResNet-56 with option-B shortcuts (paper: 0.85 M params / 125 M MACs; ``mgic-geo table 2`` "
+                 "prints ours beside them).", 10, "resnet56", None),
+    "mgic_resnet56": ("MGIC ResNet-56; ``mgic`` defaults to the paper's ``MGICConfig(group_size=8, coarsest=16)`` (a "
+                      "dict replaces some of its fields). With the paper's level rule stage 1 (width 16 < 2 s_c) "
+                      "stays plain. ``mgic-geo table 2`` prints its params and MACs beside the paper's.",
+                      10, "resnet56", MGIC_RESNET56),
+    "resnet50": ("ResNet-50 (v1.5), parameter for parameter torchvision's (``mgic-geo table 3``).",
+                 1000, "resnet50", None),
+    "mgic_resnet50": ("MGIC ResNet-50; ``mgic`` defaults to ``MGICConfig(group_size=32, coarsest=64)``, counted on "
+                      "the bottleneck width (the paper's configurations: (32, 64), (64, 64), (16, 64)). "
+                      "``mgic-geo table 3`` prints their params and MACs beside the paper's.",
+                      1000, "resnet50", MGIC_RESNET50),
+}
+
+
 def _resnet(name: str, **kwargs) -> ResNet:
     return ResNet(ARCHITECTURES[name], **kwargs)
 
 
-@register_model
-def resnet56(*, num_classes: int = 10, zero_init_residual: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-             act_layer: ActLayer = nn.ReLU) -> ResNet:
-    """CIFAR ResNet-56 with option-B shortcuts: 855,770 params and 125.75 M MACs at 32x32 and 10
-    classes (paper: 0.85 M / 125 M)."""
-    return _resnet("resnet56", num_classes=num_classes, zero_init_residual=zero_init_residual,
-                   norm_layer=norm_layer, act_layer=act_layer)
-
-
-@register_model
-def mgic_resnet56(*, num_classes: int = 10, group_size: int = 8, coarsest: int = 16, level_rule: str = "paper",
-                  zero_init_correction: bool = True, zero_init_residual: bool = False,
-                  norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> ResNet:
-    """MGIC ResNet-56. Measured at 32x32 and 10 classes: 310,330 params / 75.90 M MACs with the
-    paper's level rule (stage 1, width 16 < 2 s_c, stays plain), 301,690 / 66.47 M with
-    ``level_rule="official"``; the paper reports 0.41 M / 60 M (``s_g=8, s_c=16``). The coarse-grid
-    corrections start at zero by default (``zero_init_correction``, see :class:`ResNet`)."""
-    return _resnet("resnet56", num_classes=num_classes, group_size=group_size, coarsest=coarsest,
-                   level_rule=level_rule, zero_init_correction=zero_init_correction,
-                   zero_init_residual=zero_init_residual, norm_layer=norm_layer, act_layer=act_layer)
-
-
-@register_model
-def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False, norm_layer: NormLayer = nn.BatchNorm2d,
-             act_layer: ActLayer = nn.ReLU) -> ResNet:
-    """ResNet-50 (v1.5), parameter for parameter torchvision's: 25,557,032 params at 1000 classes."""
-    return _resnet("resnet50", num_classes=num_classes, zero_init_residual=zero_init_residual,
-                   norm_layer=norm_layer, act_layer=act_layer)
-
-
-@register_model
-def mgic_resnet50(*, num_classes: int = 1000, group_size: int = 32, coarsest: int = 64, level_rule: str = "paper",
-                  zero_init_correction: bool = True, zero_init_residual: bool = False,
-                  norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU) -> ResNet:
-    """MGIC ResNet-50: ``group_size``/``coarsest`` are :math:`s_g`/:math:`s_c` on the bottleneck width
-    (paper's configurations: (32, 64), (64, 64), (16, 64)). Measured at 224x224 and 1000 classes:
-    9.149 M params / 2.139 G MACs for (32, 64), 14.962 M / 3.179 G for (64, 64), 6.243 M / 1.619 G
-    for (16, 64)."""
-    return _resnet("resnet50", num_classes=num_classes, group_size=group_size, coarsest=coarsest,
-                   level_rule=level_rule, zero_init_correction=zero_init_correction,
-                   zero_init_residual=zero_init_residual, norm_layer=norm_layer, act_layer=act_layer)
-
+_builders = register_builders(
+    {name: (doc, {"num_classes": classes, "zero_init_residual": False, "norm_layer": nn.BatchNorm2d,
+                  "act_layer": nn.ReLU}, arch, mgic) for name, (doc, classes, arch, mgic) in BUILDERS.items()},
+    _resnet, module=__name__)
+resnet56, mgic_resnet56 = _builders["resnet56"], _builders["mgic_resnet56"]
+resnet50, mgic_resnet50 = _builders["resnet50"], _builders["mgic_resnet50"]

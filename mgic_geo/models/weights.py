@@ -78,132 +78,31 @@ import dataclasses
 import enum
 import hashlib
 import inspect
-import io
-import json
-import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from mgic_geo.state_checks import load_error_message, nonfinite_tensors, state_dict_mismatch  # noqa: F401
+# The release file's format lives in weights_file; its names stay importable from here too.
+from mgic_geo.models.weights_file import (  # noqa: F401
+    EMBEDDED_KEYS,
+    META_KEY,
+    NET_PREFIX,
+    SCHEMA,
+    WeightsError,
+    check_meta,
+    load_release_bytes,
+    read_meta,
+    sha256_of,
+)
+from mgic_geo.state_checks import nonfinite_tensors, state_dict_mismatch  # noqa: F401
+from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic
 
 RELEASE_DIR = Path(__file__).resolve().parent / "released"  # shipped as package data (pyproject.toml)
-META_KEY = "mgic_geo_weights"  # the metadata inside the release file (everything but sha256, file, size)
-NET_PREFIX = "net."  # the task module's attribute holding the network (mgic_geo.training.RegistryTask.net)
-SCHEMA = 1
 # builder arguments that may differ from the recorded ones: they change neither the weights nor, in eval
 # mode on clouds of that size, the outputs (num_points: a fixed cloud size, for a forward with no host sync)
 FREE_KWARGS = ("num_points", "dropout")
-# metadata that must be the same in the file and in its JSON
-EMBEDDED_KEYS = ("model", "model_kwargs", "num_classes", "categories")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class WeightsError(ValueError):
-    """Released weights that cannot be used: missing, changed since release, not plain data, non-finite,
-    inconsistent metadata, or weights for another model."""
-
-
-# -- metadata -----------------------------------------------------------------------------------
-def check_meta(meta: Any, where: str, *, released: bool = True) -> dict[str, Any]:
-    """``meta`` if it has every key of the module docstring with a usable value; else
-    :class:`WeightsError` naming ``where`` and every problem. ``released=False`` leaves out the keys
-    known only once the file is written (``sha256``, ``file``, ``size``)."""
-    if not isinstance(meta, dict):
-        raise WeightsError(f"{where}: the metadata must be a JSON object, got {type(meta).__name__}")
-    problems = []
-
-    def need(key: str, ok: Callable[[Any], bool], what: str, inside: Mapping[str, Any] = meta,
-             prefix: str = "") -> None:
-        if key not in inside:
-            problems.append(f"{prefix}{key} is missing ({what})")
-        elif not ok(inside[key]):
-            problems.append(f"{prefix}{key} must be {what}, got {inside[key]!r}")
-
-    def is_int(value: Any, minimum: int = 0) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-    def fraction(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
-
-    need("model", lambda v: isinstance(v, str) and bool(v), "a registry model name")
-    need("model_kwargs", lambda v: isinstance(v, dict), "an object of builder arguments")
-    need("num_classes", lambda v: is_int(v, 2), "an integer >= 2")
-    need("categories", lambda v: isinstance(v, list) and all(isinstance(c, str) and c for c in v),
-         "a list of class names")
-    if is_int(meta.get("num_classes"), 2) and isinstance(meta.get("categories"), list) \
-            and len(meta["categories"]) != meta["num_classes"]:
-        problems.append(f"categories has {len(meta['categories'])} names for num_classes={meta['num_classes']}")
-    need("num_params", lambda v: is_int(v, 1), "a positive integer")
-    need("num_points", lambda v: v is None or is_int(v, 1), "the points per training cloud (an integer, or null)")
-    need("epochs", is_int, "the training epochs finished (an integer)")
-    need("training_data", lambda v: isinstance(v, str) and bool(v.strip()), "a description of the training data")
-    need("metrics", lambda v: isinstance(v, dict), "an object with overall_accuracy and split")
-    if isinstance(meta.get("metrics"), dict):
-        need("overall_accuracy", fraction, "a fraction in [0, 1]", meta["metrics"], "metrics.")
-        need("split", lambda v: isinstance(v, str) and bool(v), "the split the accuracy was measured on",
-             meta["metrics"], "metrics.")
-        if meta["metrics"].get("mean_class_accuracy") is not None:
-            need("mean_class_accuracy", fraction, "a fraction in [0, 1]", meta["metrics"], "metrics.")
-    need("recipe", lambda v: isinstance(v, dict), "an object with at least the config file")
-    if isinstance(meta.get("recipe"), dict):
-        need("config", lambda v: isinstance(v, str) and bool(v), "the training config file", meta["recipe"], "recipe.")
-    if released:
-        need("sha256", lambda v: isinstance(v, str) and bool(_SHA256.fullmatch(v)), "64 lower-case hex digits")
-        need("file", lambda v: isinstance(v, str) and bool(v), "the weights file's name")
-        need("size", is_int, "the file's size in bytes")
-    if problems:
-        raise WeightsError(f"{where}: incomplete metadata: {'; '.join(problems)}")
-    return meta
-
-
-_META_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
-
-
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The checked metadata JSON at ``path`` (cached while the file is unchanged)."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise WeightsError(f"{path}: cannot read the weights' metadata ({error.strerror or error})") from None
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _META_CACHE:
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise WeightsError(f"{path}: not readable JSON metadata ({error})") from None
-        _META_CACHE[key] = check_meta(meta, str(path))
-    return json.loads(json.dumps(_META_CACHE[key]))  # a copy: callers may change theirs
-
-
-# -- reading a release file ----------------------------------------------------------------------
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_release_bytes(data: bytes, path: str | Path) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` of a release file's ``data``, checked to hold a ``state_dict``
-    of finite tensors; :class:`WeightsError` naming ``path`` otherwise."""
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001  anything torch.load raises is about the file
-        raise WeightsError(load_error_message(path, error, kind="weights file", plural="weights")) from None
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise WeightsError(f"{path}: not a release file (expected a dict whose 'state_dict' maps names to tensors)")
-    bad = nonfinite_tensors(state)
-    if bad:
-        raise WeightsError(f"{path}: refused: {len(bad)} tensor(s) hold NaN or inf: "
-                           f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}")
-    return checkpoint
 
 
 # -- the weights --------------------------------------------------------------------------------
@@ -289,6 +188,11 @@ class Weights:
         return {key[len(NET_PREFIX):]: value for key, value in state.items() if key.startswith(NET_PREFIX)}
 
 
+def _of_weights(name: str) -> property:
+    """A read-only view of a member's :class:`Weights` attribute ``name``."""
+    return property(lambda self: getattr(self.value, name), doc=f"The weights' ``{name}``.")
+
+
 class WeightsEnum(enum.Enum):
     """Base class of the per-model enums, like torchvision's ``WeightsEnum``. The members are
     :class:`Weights`, and ``DEFAULT`` names the recommended one."""
@@ -310,25 +214,10 @@ class WeightsEnum(enum.Enum):
     def __repr__(self) -> str:
         return f"{type(self).__name__}.{self.name}"
 
-    @property
-    def model(self) -> str:
-        return self.value.model
-
-    @property
-    def path(self) -> Path:
-        return self.value.path
-
-    @property
-    def meta_path(self) -> Path:
-        return self.value.meta_path
-
-    @property
-    def available(self) -> bool:
-        return self.value.available
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.value.meta
+    # what a member tells: its Weights' (model name, release file, metadata file, whether the file
+    # is there, the metadata)
+    model, path, meta_path, available, meta = (_of_weights(name) for name in
+                                               ("model", "path", "meta_path", "available", "meta"))
 
     def load_checkpoint(self) -> dict[str, Any]:
         return self.value.load_checkpoint()
@@ -424,7 +313,7 @@ def build_with_weights(model: str, builder: Callable[..., nn.Module], weights: A
             f"{where} were trained for num_classes={meta['num_classes']} ({', '.join(meta['categories'])}), "
             f"got num_classes={kwargs['num_classes']!r}: leave num_classes out (the classifier is part of the "
             "weights), or build without weights and load the matching layers yourself to fine-tune")
-    recorded = dict(meta["model_kwargs"])
+    recorded = fold_legacy_mgic(builder, dict(meta["model_kwargs"]))
     signature = inspect.signature(builder).parameters
     unknown = sorted(set(recorded) - set(signature))
     if unknown:
@@ -435,6 +324,8 @@ def build_with_weights(model: str, builder: Callable[..., nn.Module], weights: A
         if key == "num_classes" or key in FREE_KWARGS:
             continue
         trained = recorded.get(key, signature[key].default)
+        if key == "mgic" and effective_mgic(builder, value) == effective_mgic(builder, trained):
+            continue
         if value != trained:
             conflicts.append(f"{key}={value!r} (the weights were trained with {key}={trained!r})")
     if conflicts:

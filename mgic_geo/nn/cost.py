@@ -1,22 +1,48 @@
-"""Reporting the multiply-accumulates of graph computations that the paper's FLOP counts leave out.
+"""Counting the multiply-accumulates of graph computations that the paper's FLOP counts leave out.
 
-:func:`mgic_geo.complexity.profile` listens while it runs a model and reports these apart from the
-MACs of the learned maps: ``"knn"`` (distance products of kNN searches) and ``"graph operators"``
-(the neighbour sums of diffGCN's gradient and Laplacian when they run as batched products).
+``"knn"`` (the distance products of kNN searches) and ``"graph operators"`` (the neighbour sums of
+diffGCN's gradient and Laplacian) run inside layers, as batched products or gathers a FLOP counter
+cannot tell from the learned maps. A count is opened explicitly and scoped to a ``with`` block::
+
+    with cost.counting() as graph_macs:      # what mgic_geo.complexity.profile does
+        model(pos, batch)
+    graph_macs["knn"], graph_macs["graph operators"]
+
+Inside the block the layers add what they compute to it (:func:`report`) and run the reference
+formulation whose dense products the FLOP counter sees (:func:`counting_now`); outside it,
+:func:`report` does nothing. The count belongs to the current thread and asyncio task (a
+:class:`~contextvars.ContextVar`), so counts in other threads never mix, and counts nest (the inner
+one sees only its own block).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
-observers: list[Callable[[str, int], None]] = []
+_count: ContextVar[Counter | None] = ContextVar("mgic_geo_graph_macs", default=None)
+
+
+@contextmanager
+def counting() -> Iterator[Counter]:
+    """Open a count of graph MACs for the ``with`` block; yields the :class:`~collections.Counter`
+    (kind -> MACs) the layers add to."""
+    token = _count.set(Counter())
+    try:
+        yield _count.get()
+    finally:
+        _count.reset(token)
 
 
 def report(kind: str, macs: int) -> None:
-    for observe in observers:
-        observe(kind, macs)
+    """Add ``macs`` multiply-accumulates of ``kind`` to the open count, if one is open."""
+    count = _count.get()
+    if count is not None:
+        count[kind] += macs
 
 
-def listening() -> bool:
-    """Whether a MAC count listens (:func:`mgic_geo.complexity.profile`): layers then run their
-    reference formulation, whose dense operations the counter knows how to count."""
-    return bool(observers)
+def counting_now() -> bool:
+    """Whether a count is open: layers then run their reference formulation, whose dense
+    operations the FLOP counter knows how to count."""
+    return _count.get() is not None

@@ -106,6 +106,13 @@ class DiffGCNConv(nn.Module):
     ``edge_index`` over the points ``pos``, mixed by one (optionally grouped) 1x1 map. See the
     module docstring for the formulas and the normalisation.
 
+    Not a :class:`~torch_geometric.nn.conv.MessagePassing`: its sums run as one batched or sparse
+    product over all five features (:mod:`mgic_geo.nn.graph_operator`), not as a message /
+    aggregate pair. PyG's conventions hold: ``edge_index`` is :math:`(2, E)` with
+    ``flow="source_to_target"`` (row 0 the neighbour :math:`j`, row 1 the centre :math:`i`), mean
+    aggregation, ``reset_parameters()``; PyG's propagate hooks, ``SparseTensor`` adjacencies and
+    explainers do not apply.
+
     Args:
         in_channels (int): input channels :math:`C_{in}`.
         out_channels (int): output channels :math:`C_{out}`.

@@ -88,7 +88,7 @@ def operator_applies(pos: Tensor) -> bool:
     """Whether the sparse operator may replace the gather formulation here (module docstring)."""
     if pos.requires_grad and torch.is_grad_enabled():
         return False
-    return not (torch.compiler.is_compiling() or cost.listening())
+    return not (torch.compiler.is_compiling() or cost.counting_now())
 
 
 def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], sort_columns: bool | None = None) -> Tensor:

@@ -5,16 +5,19 @@ The task modules (:class:`~mgic_geo.training.module.PointCloudClassifier`,
 :class:`~mgic_geo.training.images.ImageClassifier`, :class:`~mgic_geo.training.images.ImageSegmenter`)
 add their loss, metrics and ``test_results.json``.
 
-Schedules (``scheduler=``), each a factor of ``lr`` computed from the epoch (``"poly"``: the step):
+Schedules (``scheduler=``), torch's schedulers stepped per epoch (``"poly"``: per optimiser step):
 
-- ``"cosine"``: cosine annealing from ``lr`` to ``min_lr`` over ``trainer.max_epochs`` (DGCNN's);
-- ``"step"``: ``lr * gamma ** (epoch // step_size)`` (the paper's image recipe: ÷10 every 30 epochs);
-- ``"poly"``: ``lr * (1 - step / total_steps) ** power`` per optimiser step (DeepLabv3's, for
-  segmentation), ``total_steps`` being Lightning's ``estimated_stepping_batches``;
+- ``"cosine"``: ``CosineAnnealingLR`` from ``lr`` to ``min_lr`` over ``trainer.max_epochs`` (DGCNN's):
+  ``min_lr + (lr - min_lr) * (1 + cos(pi * epoch / max_epochs)) / 2``;
+- ``"step"``: ``StepLR``, ``lr * gamma ** (epoch // step_size)`` (the paper's image recipe: ÷10 every 30 epochs);
+- ``"poly"``: ``PolynomialLR``, ``lr * (1 - step / total_steps) ** power`` per optimiser step (DeepLabv3's,
+  for segmentation), ``total_steps`` being Lightning's ``estimated_stepping_batches``;
 - ``"none"``: a constant ``lr``.
 
-Schedules are recomputed from ``trainer.max_epochs`` (or the step count) whenever they are read, so a
-run resumed with a larger ``--trainer.max_epochs`` stretches the remaining cosine instead of restarting it.
+A resumed run restores its scheduler from the checkpoint, then gets the settings of the run's own
+``trainer.max_epochs`` (or step count) and the learning rate they give at the restored epoch (or step),
+so a run resumed with a larger ``--trainer.max_epochs`` stretches the remaining cosine instead of
+restarting it.
 
 Faults (:mod:`mgic_geo.training.fault`):
 
@@ -36,6 +39,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, PolynomialLR, StepLR
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mgic_geo.training.fault import (
     CheckpointError,
@@ -59,27 +65,6 @@ def _available_models() -> list[str]:
     from mgic_geo.models import list_models
 
     return list(list_models())
-
-
-def cosine_factor(epoch: int, epochs: int, lr: float, min_lr: float) -> float:
-    """The cosine schedule as a factor of ``lr``: ``lr`` at epoch 0, ``min_lr`` at ``epochs`` and after.
-
-    Equals ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs, eta_min=min_lr)`` inside the run.
-    """
-    if lr <= 0:
-        return 1.0
-    t = min(max(epoch, 0), epochs) / max(epochs, 1)
-    return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))) / lr
-
-
-def step_factor(epoch: int, step_size: int, gamma: float) -> float:
-    """``gamma ** (epoch // step_size)``: ``torch.optim.lr_scheduler.StepLR``'s factor."""
-    return gamma ** (max(epoch, 0) // step_size)
-
-
-def poly_factor(step: int, total_steps: int, power: float) -> float:
-    """``(1 - step / total_steps) ** power``, 0 from ``total_steps`` on (DeepLab's "poly" policy)."""
-    return max(0.0, 1.0 - min(max(step, 0), total_steps) / max(total_steps, 1)) ** power
 
 
 def epochs_in_checkpoint(checkpoint: dict[str, Any]) -> int | None:
@@ -136,11 +121,16 @@ class RegistryTask(L.LightningModule):
     Subclasses call ``save_hyperparameters()`` with at least ``model``, ``model_kwargs``,
     ``num_classes``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay`` and ``scheduler`` (plus
     ``min_lr``, ``step_size``, ``gamma``, ``power`` for the schedules that use them, and
-    ``nonfinite_loss``), then :meth:`build_network`; their ``training_step`` returns
+    ``nonfinite_loss``), then :meth:`build_network`; they define ``_step`` and name their metrics
+    (:attr:`train_metric`, :meth:`validation_metrics`, :meth:`test_metrics`, and a ``test_count``
+    ``SumMetric``), which the steps here update and log. :meth:`training_step` returns
     :meth:`checked_loss` of the loss before logging anything about the batch.
     """
 
     net: nn.Module
+    #: ``(attribute, logged name)`` of the metric :meth:`training_step` updates and logs each epoch,
+    #: e.g. ``("train_oa", "train/overall_acc")``; ``None``: the loss only
+    train_metric: tuple[str, str] | None = None
     # Read by Lightning's ThroughputMonitor (which `mgic-geo fit` adds); None: report no FLOP rates.
     flops_per_batch: int | None = None
 
@@ -170,23 +160,22 @@ class RegistryTask(L.LightningModule):
                 f"set --model.num_classes {data_classes}"
             )
 
-    # -- learning rate --------------------------------------------------------------------------
-    def lr_factor(self, index: int) -> float:
-        """The schedule's factor of ``lr`` at epoch ``index`` (the step for ``"poly"``)."""
+    # -- learning rate ----------------------------------------------------------------------------
+    def schedule(self) -> tuple[type[LRScheduler], dict[str, Any]]:
+        """The torch scheduler of ``hparams.scheduler`` (not ``"none"``) and its settings, from the
+        hyperparameters and the trainer (``max_epochs`` for ``"cosine"``, the step count for ``"poly"``)."""
         hp, trainer = self.hparams, self.trainer
         if hp.scheduler == "cosine":
             epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
             if epochs is None:
                 raise ConfigurationError("the cosine schedule needs --trainer.max_epochs (a positive number of epochs)")
-            return cosine_factor(index, epochs, hp.lr, hp.min_lr)
+            return CosineAnnealingLR, {"T_max": epochs, "eta_min": hp.min_lr}
         if hp.scheduler == "step":
-            return step_factor(index, hp.step_size, hp.gamma)
-        if hp.scheduler == "poly":
-            total = trainer.estimated_stepping_batches
-            if not math.isfinite(total):
-                raise ConfigurationError("the poly schedule needs --trainer.max_epochs or --trainer.max_steps")
-            return poly_factor(index, int(total), hp.power)
-        return 1.0
+            return StepLR, {"step_size": hp.step_size, "gamma": hp.gamma}
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ConfigurationError("the poly schedule needs --trainer.max_epochs or --trainer.max_steps")
+        return PolynomialLR, {"total_iters": int(total), "power": hp.power}
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -196,27 +185,86 @@ class RegistryTask(L.LightningModule):
             optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "none":
             return optimizer
-        self.lr_factor(0)  # a schedule that cannot work fails now, not after the first epoch
-        # a plain function: LambdaLR leaves functions out of its state_dict, so the schedule is always
-        # recomputed from the hyperparameters and the trainer, never restored stale from a checkpoint
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda index: self.lr_factor(index))
+        kind, settings = self.schedule()  # a schedule that cannot work fails now, not after the first epoch
+        scheduler = kind(optimizer, **settings)
         scheduler.mgic_schedule = True
         interval = "step" if hp.scheduler == "poly" else "epoch"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def on_train_start(self) -> None:
-        # A resumed run restores the learning rate its checkpoint ended with, computed for the old
-        # max_epochs; recompute it from the schedule (a no-op in a fresh run).
+        # A resumed run restores the scheduler and learning rate its checkpoint ended with, set up for the
+        # old max_epochs (or step count): give the scheduler this run's settings and set the learning rate
+        # they give at the restored epoch (a no-op in a fresh run). The closed form is the one torch's
+        # schedulers use for step(epoch); their chained updates go on from it.
         for config in self.trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if getattr(scheduler, "mgic_schedule", False):
-                for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-                    group["lr"] = base * factor(scheduler.last_epoch)
+                vars(scheduler).update(self.schedule()[1])
+                rates = scheduler._get_closed_form_lr()
+                for group, lr in zip(scheduler.optimizer.param_groups, rates):
+                    group["lr"] = lr
+                scheduler._last_lr = list(rates)
 
     def on_train_epoch_start(self) -> None:
         if self.trainer.optimizers:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("lr", lr, on_step=False, on_epoch=True, sync_dist=True)  # equal on every process
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """``(loss, detached output for the metrics, target, batch size)`` of one batch."""
+        raise NotImplementedError
+
+    def validation_metrics(self) -> dict[str, Metric]:
+        """The metrics :meth:`validation_step` updates, by logged name (the first one is shown in the
+        progress bar)."""
+        return {}
+
+    def test_metrics(self) -> list[Metric]:
+        """The metrics :meth:`test_step` updates; reset by :meth:`reset_test_metrics`."""
+        return []
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
+        loss, output, target, size = self._step(batch)
+        if self.checked_loss(loss) is None:
+            return None
+        metric = getattr(self, self.train_metric[0]) if self.train_metric else None
+        if metric is not None:
+            metric(output, target)
+        # not synchronised over DDP processes every step: the epoch value is this process's mean
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        if metric is not None:
+            self.log(self.train_metric[1], metric, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def _observe(self, stage: str, output: torch.Tensor, target: torch.Tensor) -> None:
+        """Called with each validation (``stage="val"``) and test (``"test"``) batch's output and target,
+        for what a subclass counts beyond its metrics."""
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """Update and log the :meth:`validation_metrics` and the loss."""
+        loss, output, target, size = self._step(batch)
+        metrics = self.validation_metrics()
+        for metric in metrics.values():
+            metric(output, target)
+        self._observe("val", output, target)
+        self.log("val/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+        for index, (name, metric) in enumerate(metrics.items()):
+            self.log(name, metric, on_epoch=True, prog_bar=index == 0, batch_size=size)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        """Update the :meth:`test_metrics` and ``test_count`` and log the loss."""
+        loss, output, target, size = self._step(batch)
+        for metric in self.test_metrics():
+            metric.update(output, target)
+        self._observe("test", output, target)
+        self.test_count.update(torch.tensor(float(size), device=output.device))
+        self.log("test/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+
+    def reset_test_metrics(self) -> None:
+        """Reset the :meth:`test_metrics` and ``test_count`` (after they were computed)."""
+        for metric in self.test_metrics() + [self.test_count]:
+            metric.reset()
 
     # -- non-finite losses ----------------------------------------------------------------------
     @property
@@ -312,3 +360,40 @@ class RegistryTask(L.LightningModule):
             if is_reading_error(error):
                 raise reading_error(checkpoint_path, error) from None
             raise
+
+
+class ClassifierTask(RegistryTask):
+    """A :class:`RegistryTask` that classifies whole samples, with the confusion matrices of its latest
+    validation epoch and test run.
+
+    After each validation epoch (not the sanity check) and each test run, ``last_confusion["val"]``
+    and ``last_confusion["test"]`` hold its confusion matrix: int64 ``[C, C]`` counts, rows the true
+    classes, columns the predictions, summed over DDP processes (torchmetrics'
+    ``MulticlassConfusionMatrix``); :class:`~mgic_geo.training.plots.TrainingPlots` draws them.
+    Subclasses call :meth:`track_confusion` in ``__init__`` and take :meth:`test_confusion_matrix` at
+    the end of a test run.
+    """
+
+    def _observe(self, stage: str, output: torch.Tensor, target: torch.Tensor) -> None:
+        getattr(self, f"{stage}_confusion").update(output, target)
+
+    def track_confusion(self, num_classes: int) -> None:
+        """Create ``val_confusion``, ``test_confusion`` and ``last_confusion``."""
+        # their states are not saved in checkpoints
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.last_confusion: dict[str, torch.Tensor] = {}
+
+    def on_validation_epoch_end(self) -> None:
+        # compute() sums the counts over all DDP processes (every process must call it); the sanity
+        # check's batches are counted nowhere
+        matrix = self.val_confusion.compute().cpu()
+        self.val_confusion.reset()
+        if not self.trainer.sanity_checking:
+            self.last_confusion["val"] = matrix
+
+    def test_confusion_matrix(self) -> None:
+        """Keep the test run's matrix in ``last_confusion["test"]`` and reset the counts (every DDP
+        process must call it)."""
+        self.last_confusion["test"] = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()

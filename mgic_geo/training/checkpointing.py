@@ -39,8 +39,9 @@ class BestCheckpoint(ModelCheckpoint):
     ``monitor``. Unlike a plain one, it is silent where there is no validation data (the metric is then
     never logged); a metric missing although validation ran is still Lightning's error.
 
-    :param dirpath: the checkpoint folder (the ``checkpoint.`` ModelCheckpoint's).
-    :param monitor: the validation metric, higher is better.
+    Args:
+        dirpath (str): the checkpoint folder (the ``checkpoint.`` ModelCheckpoint's).
+        monitor (str): the validation metric, higher is better.
     """
 
     def __init__(self, dirpath: str, monitor: str):

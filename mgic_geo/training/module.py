@@ -15,19 +15,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torchmetrics import SumMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy
 
 from mgic_geo.training.base import (  # noqa: F401  (re-exported: their home before base.py existed)
     OPTIMIZERS,
+    ClassifierTask,
     ConfigurationError,
-    RegistryTask,
     check_recipe,
-    cosine_factor,
     epochs_in_checkpoint,
 )
 
 
-class PointCloudClassifier(RegistryTask):
+class PointCloudClassifier(ClassifierTask):
     """Classifies point clouds with the registry model ``model``.
 
     Args:
@@ -47,11 +46,11 @@ class PointCloudClassifier(RegistryTask):
         nonfinite_loss: on a NaN or inf training loss, ``"stop"`` the run (naming the step and the last
             good checkpoint) or ``"skip"`` the batch (:meth:`~mgic_geo.training.base.RegistryTask.checked_loss`).
 
-    After each validation epoch (not the sanity check) and each test run, ``last_confusion["val"]``
-    and ``last_confusion["test"]`` hold its confusion matrix: int64 ``[C, C]`` counts, rows the true
-    classes, columns the predictions, summed over DDP processes (torchmetrics'
-    ``MulticlassConfusionMatrix``); :class:`~mgic_geo.training.plots.TrainingPlots` draws them.
+    The confusion matrices of the latest validation epoch and test run are in ``last_confusion``
+    (:class:`~mgic_geo.training.base.ClassifierTask`).
     """
+
+    train_metric = ("train_oa", "train/overall_acc")
 
     def __init__(
         self,
@@ -86,11 +85,7 @@ class PointCloudClassifier(RegistryTask):
         self.test_macc = MulticlassAccuracy(num_classes, average="macro")
         self.test_per_class = MulticlassAccuracy(num_classes, average=None)
         self.test_count = SumMetric()
-        # confusion matrices (counts, [true, predicted]) of the latest validation epoch and test run, for
-        # mgic_geo.training.plots.TrainingPlots; their states are not saved in checkpoints
-        self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
-        self.last_confusion: dict[str, torch.Tensor] = {}
+        self.track_confusion(num_classes)
 
     def forward(self, pos: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         return self.net(pos, batch)
@@ -113,54 +108,20 @@ class PointCloudClassifier(RegistryTask):
         loss = F.cross_entropy(logits.float(), target, label_smoothing=self._torch_smoothing)
         return loss, logits.detach(), target, int(batch.num_graphs)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        loss, logits, target, size = self._step(batch)
-        if self.checked_loss(loss) is None:
-            return None
-        self.train_oa(logits, target)
-        # not synchronised over DDP processes every step: the epoch value is this process's mean
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("train/overall_acc", self.train_oa, on_step=False, on_epoch=True, batch_size=size)
-        return loss
+    def validation_metrics(self) -> dict:
+        return {"val/overall_acc": self.val_oa, "val/mean_class_acc": self.val_macc}
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        loss, logits, target, size = self._step(batch)
-        self.val_oa(logits, target)
-        self.val_macc(logits, target)
-        self.val_confusion.update(logits, target)
-        self.log("val/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("val/overall_acc", self.val_oa, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log("val/mean_class_acc", self.val_macc, on_epoch=True, batch_size=size)
-
-    def on_validation_epoch_end(self) -> None:
-        # compute() sums the counts over all DDP processes (every process must call it); the sanity
-        # check's batches are counted nowhere
-        matrix = self.val_confusion.compute().cpu()
-        self.val_confusion.reset()
-        if not self.trainer.sanity_checking:
-            self.last_confusion["val"] = matrix
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        loss, logits, target, size = self._step(batch)
-        self.test_oa.update(logits, target)
-        self.test_macc.update(logits, target)
-        self.test_per_class.update(logits, target)
-        self.test_confusion.update(logits, target)
-        self.test_count.update(torch.tensor(float(size), device=logits.device))
-        self.log("test/loss", loss, on_epoch=True, batch_size=size, sync_dist=True)
+    def test_metrics(self) -> list:
+        return [self.test_oa, self.test_macc, self.test_per_class]
 
     def on_test_epoch_end(self) -> None:
         # compute() synchronises the metric states over all DDP ranks (every rank must call it)
         overall, mean_class = self.test_oa.compute(), self.test_macc.compute()
         per_class = self.test_per_class.compute()
         samples = int(self.test_count.compute())
-        self.last_confusion["test"] = self.test_confusion.compute().cpu()
+        self.test_confusion_matrix()
         self.log("test/overall_acc", overall, sync_dist=True)  # equal on every process already
         self.log("test/mean_class_acc", mean_class, sync_dist=True)
-        self.test_oa.reset()
-        self.test_macc.reset()
-        self.test_per_class.reset()
-        self.test_count.reset()
-        self.test_confusion.reset()
+        self.reset_test_metrics()
         self._write_results(metrics={"overall_accuracy": float(overall), "mean_class_accuracy": float(mean_class)},
                             per_class=[float(a) for a in per_class.tolist()], num_test_samples=samples)

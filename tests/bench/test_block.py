@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mgic_geo.bench import block as bench
+from mgic_geo.bench import block_command, block_table, machine
 
 TINY = dict(widths=(16, 32), nodes=256, batch=2, size=8, repeats=1, warmup=1)
 TINY_ARGS = ["--widths", "16", "32", "--nodes", "256", "--batch", "2", "--size", "8", "--repeats", "1"]
@@ -19,8 +20,8 @@ def run_cli(argv):
     """``mgic-geo bench block ARGV`` without building the whole CLI (its other commands are
     separate modules)."""
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    return bench.run(parser.parse_args(argv))
+    block_command.add_arguments(parser)
+    return block_command.run(parser.parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_tiny_run_returns_both_cases_and_widths(tiny_rows):
         ("cpu", "graph", 16), ("cpu", "graph", 32), ("cpu", "image", 16), ("cpu", "image", 32),
     ]
     for row in tiny_rows:
-        assert set(row) == set(bench.COLUMNS)
+        assert set(row) == set(block_table.COLUMNS)
         for variant in bench.VARIANTS:
             assert math.isfinite(row[f"{variant} ms"]) and row[f"{variant} ms"] > 0
             assert math.isfinite(row[f"{variant} peak MiB"]) and row[f"{variant} peak MiB"] >= 0
@@ -82,7 +83,7 @@ def test_mac_count_of_an_mgic_block_sums_levels_and_transfers():
 
 def test_cli_prints_and_writes_markdown_and_csv(tiny_rows, tmp_path, monkeypatch, capsys):
     # The measuring is covered above; here only the table path, so reuse the rows.
-    monkeypatch.setattr(bench, "bench_block", lambda **kwargs: tiny_rows)
+    monkeypatch.setattr(block_command, "bench_block", lambda **kwargs: tiny_rows)
     assert run_cli([*TINY_ARGS, "--device", "cpu", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("machine: ") and "torch threads" in printed
@@ -91,7 +92,7 @@ def test_cli_prints_and_writes_markdown_and_csv(tiny_rows, tmp_path, monkeypatch
     assert "| cpu | image | 32 |" in markdown and "ru_maxrss" in markdown
     with (tmp_path / "block.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 4 and list(rows[0]) == list(bench.COLUMNS)
+    assert len(rows) == 4 and list(rows[0]) == list(block_table.COLUMNS)
 
 
 @pytest.mark.parametrize(
@@ -123,14 +124,14 @@ def test_cuda_requested_without_cuda_is_a_clear_error(monkeypatch):
         bench.bench_block(**TINY, device="cuda", progress=False)
     with pytest.raises(ValueError, match="--device.*CUDA is not available"):
         run_cli([*TINY_ARGS, "--device", "cuda"])
-    assert bench.resolve_devices("auto") == ["cpu"]
+    assert machine.resolve_devices("auto") == ["cpu"]
 
 
 def test_cli_rejects_bad_options_before_measuring(tmp_path, monkeypatch):
     def must_not_run(**kwargs):
         raise AssertionError("bench_block ran despite a bad option")
 
-    monkeypatch.setattr(bench, "bench_block", must_not_run)
+    monkeypatch.setattr(block_command, "bench_block", must_not_run)
     with pytest.raises(ValueError, match="--nodes"):
         run_cli(["--nodes", "0", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--widths"):
@@ -155,9 +156,9 @@ def test_checkpoint_option_reaches_the_mgic_block_only():
     assert not bench.build_block("graph", "MGIC", 32).checkpoint
     assert not hasattr(bench.build_block("image", "dense", 32, checkpoint=True), "checkpoint")
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    block_command.add_arguments(parser)
     assert parser.parse_args(["--checkpoint"]).checkpoint and not parser.parse_args([]).checkpoint
-    notes = bench.method_notes(warmup=1, repeats=1, group_size=8, coarsest=16, nodes=8, batch=1, size=4,
+    notes = block_table.method_notes(warmup=1, repeats=1, group_size=8, coarsest=16, nodes=8, batch=1, size=4,
                                channels_last=False, devices=["cpu"], checkpoint=True)
     assert "checkpoint=True" in notes[0]
 
@@ -169,6 +170,6 @@ def test_compiled_measurements_wrap_the_block_and_count_no_traffic():
     assert "compiled" in measured.describe()
     assert bench._describe_block(measured, block)["levels"] == len(block._orig_mod.widths)
     assert math.isnan(bench._traffic(block, x, grad_output)["traffic_bytes"])
-    notes = bench.method_notes(warmup=1, repeats=1, group_size=8, coarsest=16, nodes=8, batch=1, size=4,
+    notes = block_table.method_notes(warmup=1, repeats=1, group_size=8, coarsest=16, nodes=8, batch=1, size=4,
                                channels_last=False, devices=["cpu"], compile=True)
     assert any("torch.compile" in line for line in notes)

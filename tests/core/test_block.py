@@ -4,6 +4,7 @@ from torch import nn
 
 from mgic_geo import MGICBlock
 from mgic_geo.layers import ChannelMixNormAct, ConvNormAct
+from mgic_geo.core.config import MGICConfig
 
 WIDTHS = [3, 16, 24, 33, 40, 64, 72, 112, 160, 480, 960, 1024]
 
@@ -16,13 +17,13 @@ def identity(width, groups):
 @pytest.mark.parametrize("rule", ["paper", "official"])
 @pytest.mark.parametrize("training", [True, False])
 def test_identity_level_blocks_give_the_identity(shape, rule, training):
-    block = MGICBlock(64, identity, group_size=8, coarsest=8, level_rule=rule).train(training)
+    block = MGICBlock(64, identity, mgic=MGICConfig(group_size=8, coarsest=8, level_rule=rule)).train(training)
     x = torch.randn(shape)
     torch.testing.assert_close(block(x), x)
 
 
 def test_identity_holds_for_odd_widths_and_signed_transfer_init():
-    block = MGICBlock(33, identity, group_size=4, coarsest=8, transfer_init="kaiming")
+    block = MGICBlock(33, identity, mgic=MGICConfig(group_size=4, coarsest=8, transfer_init="kaiming"))
     assert block.widths == [33, 16, 8]
     x = torch.randn(20, 33)
     torch.testing.assert_close(block(x), x)
@@ -31,7 +32,7 @@ def test_identity_holds_for_odd_widths_and_signed_transfer_init():
 def test_follows_algorithm_1_step_by_step():
     """Recompute the V-cycle by hand from the block's own modules (two coarsenings)."""
     torch.manual_seed(1)
-    block = MGICBlock(32, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=8)
+    block = MGICBlock(32, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=8))
     assert block.widths == [32, 16, 8]
     x = torch.randn(40, 32)
     R, P, N, B = block.restrictions, block.prolongations, block.norms, block.blocks
@@ -47,7 +48,7 @@ def test_follows_algorithm_1_step_by_step():
 @pytest.mark.parametrize("group_size", [4, 8, 16, 64])
 @pytest.mark.parametrize("coarsest", [8, 16, 64])
 def test_every_width_builds_runs_and_trains(channels, group_size, coarsest):
-    block = MGICBlock(channels, lambda w, g: ChannelMixNormAct(w, g), group_size=group_size, coarsest=coarsest)
+    block = MGICBlock(channels, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=group_size, coarsest=coarsest))
     x = torch.randn(6, channels)
     y = block(x)
     assert y.shape == x.shape
@@ -59,14 +60,14 @@ def test_every_width_builds_runs_and_trains(channels, group_size, coarsest):
 
 @pytest.mark.parametrize("channels", [24, 40, 112, 160])
 def test_images_with_mobilenet_widths(channels):
-    block = MGICBlock(channels, lambda w, g: ConvNormAct(w, g), group_size=8, coarsest=8)
+    block = MGICBlock(channels, lambda w, g: ConvNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=8))
     x = torch.randn(2, channels, 5, 5)
     block(x).sum().backward()
     assert all(p.grad is not None for p in block.parameters())
 
 
 def test_inspectable_plan_and_modules():
-    block = MGICBlock(256, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)
+    block = MGICBlock(256, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16))
     assert block.widths == [256, 128, 64, 32, 16]
     assert block.groups == [32, 16, 8, 4, 1]
     assert [(r.in_channels, r.out_channels, r.groups) for r in block.restrictions] == [
@@ -81,7 +82,7 @@ def test_inspectable_plan_and_modules():
 
 
 def test_paper_rule_below_twice_the_coarsest_is_the_plain_block():
-    block = MGICBlock(24, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)
+    block = MGICBlock(24, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16))
     assert block.widths == [24] and block.groups == [1]
     assert len(block.restrictions) == 0 and len(block.blocks) == 1
 
@@ -94,13 +95,13 @@ def test_extra_arguments_reach_every_level_block():
             seen.append((x.shape[1], pos, edge_index))
             return x
 
-    block = MGICBlock(64, lambda w, g: Recorder(), group_size=8, coarsest=16)
+    block = MGICBlock(64, lambda w, g: Recorder(), mgic=MGICConfig(group_size=8, coarsest=16))
     block(torch.randn(5, 64), "pos", edge_index="graph")
     assert seen == [(16, "pos", "graph"), (32, "pos", "graph"), (64, "pos", "graph")]
 
 
 def test_reset_parameters_restores_the_average_init():
-    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)
+    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16))
     with torch.no_grad():
         for op in block.restrictions:
             op.weight.normal_()
@@ -110,12 +111,12 @@ def test_reset_parameters_restores_the_average_init():
 
 
 def test_custom_norm_factory():
-    block = MGICBlock(64, identity, group_size=8, coarsest=16, norm=lambda w: nn.Identity())
+    block = MGICBlock(64, identity, norm=lambda w: nn.Identity(), mgic=MGICConfig(group_size=8, coarsest=16))
     assert all(isinstance(n, nn.Identity) for n in block.norms)
 
 
 def test_repr():
-    block = MGICBlock(64, identity, group_size=8, coarsest=16)
+    block = MGICBlock(64, identity, mgic=MGICConfig(group_size=8, coarsest=16))
     assert repr(block).splitlines()[1] == "  64, group_size=8, coarsest=16, widths=[64, 32, 16], groups=[8, 4, 1]"
 
 
@@ -135,8 +136,9 @@ def test_repr():
 )
 def test_impossible_arguments_raise_value_error(kwargs, message):
     arguments = dict(channels=64, block=identity, group_size=8, coarsest=16) | kwargs
+    channels, block = arguments.pop("channels"), arguments.pop("block")
     with pytest.raises(ValueError, match=message):
-        MGICBlock(arguments.pop("channels"), arguments.pop("block"), **arguments)
+        MGICBlock(channels, block, arguments)  # the MGIC fields as the mapping form of MGICConfig
 
 
 def test_a_block_that_changes_the_width_at_run_time_is_caught():
@@ -144,7 +146,7 @@ def test_a_block_that_changes_the_width_at_run_time_is_caught():
         def forward(self, x):
             return x[:, : x.shape[1] // 2]
 
-    block = MGICBlock(64, lambda w, g: Halve(), group_size=8, coarsest=16)
+    block = MGICBlock(64, lambda w, g: Halve(), mgic=MGICConfig(group_size=8, coarsest=16))
     with pytest.raises(ValueError, match=r"`block`\(16, 1\) returned 8 channels from 16"):
         block(torch.randn(3, 64))
 
@@ -153,7 +155,7 @@ def test_a_block_that_changes_the_width_at_run_time_is_caught():
 def test_traces_into_one_graph_without_breaks(shape, level_block):
     import torch._dynamo
 
-    block = MGICBlock(64, lambda w, g: level_block(w, g), group_size=8, coarsest=16)
+    block = MGICBlock(64, lambda w, g: level_block(w, g), mgic=MGICConfig(group_size=8, coarsest=16))
     explanation = torch._dynamo.explain(block)(torch.randn(shape))
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
 
@@ -165,7 +167,7 @@ def test_group_width_sets_the_plan_and_reaches_the_level_blocks():
         built.append((width, groups))
         return ChannelMixNormAct(width, groups)
 
-    block = MGICBlock(112, level, group_size=64, coarsest=64, group_width=lambda width: 6 * width)
+    block = MGICBlock(112, level, group_width=lambda width: 6 * width, mgic=MGICConfig(group_size=64, coarsest=64))
     assert block.widths == [112, 56, 28, 14]
     assert block.group_widths == [672, 336, 168, 84]
     assert block.groups == [8, 4, 2, 1]
@@ -182,11 +184,11 @@ def test_group_width_sets_the_plan_and_reaches_the_level_blocks():
 
 
 def test_group_width_keeps_the_identity_property():
-    block = MGICBlock(40, identity, group_size=64, coarsest=64, group_width=lambda width: 6 * width)
+    block = MGICBlock(40, identity, group_width=lambda width: 6 * width, mgic=MGICConfig(group_size=64, coarsest=64))
     assert block.widths == [40, 20] and block.group_widths == [240, 120]
     x = torch.randn(2, 40, 3, 3)
     torch.testing.assert_close(block(x), x)
-    assert MGICBlock(64, identity, group_size=8, coarsest=16).group_widths == [64, 32, 16]
+    assert MGICBlock(64, identity, mgic=MGICConfig(group_size=8, coarsest=16)).group_widths == [64, 32, 16]
 
 
 def _reference_cycle(block, x):
@@ -218,7 +220,7 @@ def _reference_cycle(block, x):
 @pytest.mark.parametrize("channels, group_size, coarsest", [(64, 8, 16), (40, 4, 8), (33, 4, 8)])
 def test_node_features_run_channel_major_and_equal_the_reference(channels, group_size, coarsest):
     torch.manual_seed(0)
-    block = MGICBlock(channels, lambda w, g: ChannelMixNormAct(w, g), group_size=group_size, coarsest=coarsest).double()
+    block = MGICBlock(channels, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=group_size, coarsest=coarsest)).double()
     for norm in block.modules():
         if isinstance(norm, nn.modules.batchnorm._BatchNorm):
             norm.weight.data.uniform_(0.5, 2), norm.bias.data.normal_()
@@ -245,15 +247,15 @@ def test_level_blocks_that_are_not_pointwise_keep_the_row_major_layout():
             seen.append(x.is_contiguous())
             return x
 
-    block = MGICBlock(32, lambda w, g: Spy(), group_size=8, coarsest=8)
+    block = MGICBlock(32, lambda w, g: Spy(), mgic=MGICConfig(group_size=8, coarsest=8))
     assert not block.pointwise
     block(torch.randn(10, 32))
     assert seen and all(seen)
 
 
 def _cases():
-    graph = (lambda: MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16), (40, 64))
-    image = (lambda: MGICBlock(32, lambda w, g: ConvNormAct(w, g), group_size=4, coarsest=8), (2, 32, 5, 5))
+    graph = (lambda: MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16)), (40, 64))
+    image = (lambda: MGICBlock(32, lambda w, g: ConvNormAct(w, g), mgic=MGICConfig(group_size=4, coarsest=8)), (2, 32, 5, 5))
     return {"graph": graph, "image": image}
 
 
@@ -283,6 +285,6 @@ def test_checkpoint_recomputes_the_same_values_gradients_and_running_statistics(
 
 
 def test_checkpoint_is_a_constructor_option():
-    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16, checkpoint=True)
+    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), checkpoint=True, mgic=MGICConfig(group_size=8, coarsest=16))
     assert block.checkpoint
-    assert not MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16).checkpoint
+    assert not MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16)).checkpoint

@@ -3,10 +3,11 @@ from torch import nn
 
 from mgic_geo import MGICBlock, init_weights
 from mgic_geo.layers import ChannelMixNormAct, ConvNormAct
+from mgic_geo.core.config import MGICConfig
 
 
 def test_init_weights_leaves_the_transfer_operators_alone():
-    block = MGICBlock(64, lambda w, g: ConvNormAct(w, g), group_size=8, coarsest=8)
+    block = MGICBlock(64, lambda w, g: ConvNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=8))
     before = [op.weight.clone() for op in [*block.restrictions, *block.prolongations]]
     conv_before = block.blocks[0][0].weight.clone()
     init_weights(block)
@@ -17,7 +18,7 @@ def test_init_weights_leaves_the_transfer_operators_alone():
 
 
 def test_constant_still_restricts_and_prolongs_to_itself_after_init_weights():
-    block = init_weights(MGICBlock(128, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16))
+    block = init_weights(MGICBlock(128, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16)))
     x = torch.full((3, 128), -1.5)
     for restrict in block.restrictions:
         x = restrict(x)
@@ -42,13 +43,14 @@ def test_zero_initialised_corrections_stay_zero():
     from mgic_geo.core.init import init_weights
     from mgic_geo.layers import ChannelMixNormAct
 
-    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16, zero_init_correction=True)
+    block = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), mgic=MGICConfig(group_size=8, coarsest=16, zero_init_correction=True))
     assert all(float(n.weight.abs().sum()) == 0 for n in block.norms)
     init_weights(block)
     block.reset_parameters()
     assert all(float(n.weight.abs().sum()) == 0 for n in block.norms)
-    default = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g), group_size=8, coarsest=16)
-    assert all(bool((n.weight == 1).all()) for n in default.norms)
+    scale_one = MGICBlock(64, lambda w, g: ChannelMixNormAct(w, g),
+                          mgic=MGICConfig(group_size=8, coarsest=16, zero_init_correction=False))
+    assert all(bool((n.weight == 1).all()) for n in scale_one.norms)
 
 
 def test_linear_layers_start_small_so_classifiers_start_near_chance():

@@ -22,7 +22,7 @@ from mgic_geo.data import (
     write_synthetic_modelnet,
 )
 from mgic_geo.data.archive import DownloadError, download, extract, file_digest
-from mgic_geo.data.images import (
+from mgic_geo.data.cifar10_archive import (
     CIFAR10_MD5,
     CIFAR10_URL,
     download_cifar10,
@@ -382,7 +382,7 @@ def test_cifar10_download_checks_the_md5_before_extracting(tmp_path, monkeypatch
                                          "cifar-10-python.tar.gz there by hand"):
         download_cifar10(root, url=archive.as_uri())  # our stand-in archive is not the official one
     assert leftovers(root) == []
-    monkeypatch.setattr("mgic_geo.data.images.CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr("mgic_geo.data.cifar10_archive.CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
     assert download_cifar10(root, url=archive.as_uri()) == root / "cifar-10-batches-py"
     assert leftovers(root) == ["cifar-10-batches-py"]
     images, _, names = read_cifar10_archive(root / "cifar-10-batches-py", train=True)
@@ -390,7 +390,7 @@ def test_cifar10_download_checks_the_md5_before_extracting(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="is not empty; downloads go only into an empty root"):
         download_cifar10(root, url=archive.as_uri())
     evil = cifar_tar(tmp_path / "evil.tar.gz", [("cifar-10-batches-py/x", b"", tarfile.SYMTYPE, "/etc/passwd")])
-    monkeypatch.setattr("mgic_geo.data.images.CIFAR10_MD5", hashlib.md5(evil.read_bytes()).hexdigest())
+    monkeypatch.setattr("mgic_geo.data.cifar10_archive.CIFAR10_MD5", hashlib.md5(evil.read_bytes()).hexdigest())
     with pytest.raises(ValueError, match="refused member 'cifar-10-batches-py/x': it is a symbolic link"):
         download_cifar10(tmp_path / "other", url=evil.as_uri())
     assert leftovers(tmp_path / "other") == []

@@ -38,7 +38,8 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 
-from mgic_geo.data.images import load_image, read_cifar10_archive
+from mgic_geo.data.cifar10_archive import read_cifar10_archive
+from mgic_geo.data.image_files import load_image
 from mgic_geo.data.readers import DataFileError, read_mesh, read_points
 
 # hypothesis caches what it learns under ./.hypothesis unless told otherwise; keep the checkout clean

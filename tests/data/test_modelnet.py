@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import mgic_geo.data.modelnet as modelnet
+import mgic_geo.data.shape_cache as shape_cache
 from mgic_geo.data import CLASSES, ModelNet10DataModule, write_synthetic_modelnet
-from mgic_geo.data.modelnet import ModelNetShapes, default_cache_dir, sample_cloud, writable_by_mode
+from mgic_geo.data.modelnet import ModelNetShapes, sample_cloud
 from mgic_geo.data.readers import read_shape
+from mgic_geo.data.shape_cache import default_cache_dir, writable_by_mode
 from mgic_geo.data.split import validation_counts
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -113,7 +114,7 @@ def test_the_cache_is_reused_and_refreshed_when_a_raw_file_changes(synthetic, tm
 
     def no_parsing(path):
         raise AssertionError(f"{path} parsed again")
-    monkeypatch.setattr(modelnet, "read_shape", no_parsing)
+    monkeypatch.setattr(shape_cache, "read_shape", no_parsing)
     dm = module(root)
     next(iter(dm.train_dataloader()))
     monkeypatch.undo()
@@ -129,7 +130,7 @@ def test_the_cache_is_reused_and_refreshed_when_a_raw_file_changes(synthetic, tm
 def test_an_unwritable_cache_falls_back_to_memory_with_one_warning(synthetic, tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(modelnet.torch, "save", read_only)
+    monkeypatch.setattr(shape_cache.torch, "save", read_only)
     with pytest.warns(UserWarning, match="cannot write the shape cache") as caught:
         dm = module(copy(synthetic, tmp_path))
     assert len([w for w in caught if "shape cache" in str(w.message)]) == 1
@@ -502,7 +503,7 @@ def test_loaded_shapes_stay_in_memory_within_the_budget(synthetic, tmp_path, mon
 
     def no_reading(*args, **kwargs):
         raise AssertionError("a cache entry was read from disk again")
-    monkeypatch.setattr(modelnet.torch, "load", no_reading)
+    monkeypatch.setattr(shape_cache.torch, "load", no_reading)
     again = [cache.load(file) for file, _ in dm.train_set.files]
     assert all(a is b for a, b in zip(first, again))
     monkeypatch.undo()
@@ -511,7 +512,7 @@ def test_loaded_shapes_stay_in_memory_within_the_budget(synthetic, tmp_path, mon
     file.write_text(file.read_text().replace("OFF\n", "OFF\n# edited\n", 1))
     assert cache.load(file) is not first[0]
     # nothing is kept past the budget
-    monkeypatch.setattr(modelnet, "MEMORY_BYTES", 0)
-    fresh = modelnet.ShapeCache(cache.dir.parent, cache.data_dir)
+    monkeypatch.setattr(shape_cache, "MEMORY_BYTES", 0)
+    fresh = shape_cache.ShapeCache(cache.dir.parent, cache.data_dir)
     fresh.load(dm.train_set.files[1][0])
     assert not fresh.loaded and fresh.loaded_bytes == 0

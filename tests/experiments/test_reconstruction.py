@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mgic_geo.experiments import reconstruction
+from mgic_geo.experiments import first_layer, reconstruction, transfer_autoencoder
 
 # Small but real: 40 crops of 32 px (16x16 feature maps); from the averaging init the operators
 # need a few hundred steps to leave their plateau, so fewer steps would test nothing.
@@ -76,14 +76,14 @@ def test_same_seed_gives_identical_numbers(tmp_path):
 def test_best_linear_mse_is_the_energy_outside_the_top_eigenvectors():
     basis = torch.linalg.qr(torch.randn(16, 3)).Q  # rank-3 data in 16 channels
     vectors = torch.randn(500, 3) @ basis.T
-    assert reconstruction.best_linear_mse(vectors, 3) == pytest.approx(0, abs=1e-6)
-    assert reconstruction.best_linear_mse(vectors, 0) == pytest.approx(float((vectors.double() ** 2).mean()))
+    assert transfer_autoencoder.best_linear_mse(vectors, 3) == pytest.approx(0, abs=1e-6)
+    assert transfer_autoencoder.best_linear_mse(vectors, 0) == pytest.approx(float((vectors.double() ** 2).mean()))
 
 
 def test_filter_bank_is_deterministic_and_zero_mean_where_documented():
-    bank = reconstruction.gabor_colour_filter_bank()
+    bank = first_layer.gabor_colour_filter_bank()
     assert bank.shape == (64, 3, 7, 7)
-    assert torch.equal(bank, reconstruction.gabor_colour_filter_bank())
+    assert torch.equal(bank, first_layer.gabor_colour_filter_bank())
     # 48 Gabors and 4 difference-of-Gaussians ignore flat regions; the 12 blobs do not
     assert bank[:52].sum(dim=(1, 2, 3)).abs().max() < 1e-5
     assert (bank[52:].sum(dim=(2, 3)).abs().amax(dim=1) > 0.1).all()
@@ -113,7 +113,7 @@ def test_resnet50_first_layer_computes_conv_bn_relu(tmp_path):
     )
     expected = torch.relu(expected * state["bn1.weight"].view(1, -1, 1, 1) + state["bn1.bias"].view(1, -1, 1, 1))
     with torch.no_grad():
-        actual = reconstruction.resnet50_first_layer(checkpoint)(images)
+        actual = first_layer.resnet50_first_layer(checkpoint)(images)
     torch.testing.assert_close(actual, expected)
 
 

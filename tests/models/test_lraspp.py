@@ -62,7 +62,7 @@ def test_reduced_tail_blocks_are_planned_on_their_expanded_width():
     assert plans[-2:] == [([80, 40, 20], [480, 240, 120], [5, 2, 1])] * 2  # 160 / 2 channels, 960 / 2 expanded
 
 
-@pytest.mark.parametrize("kwargs, argument", [({"width_mult": 0}, "width_mult"), ({"group_size": 0}, "group_size"),
+@pytest.mark.parametrize("kwargs, argument", [({"width_mult": 0}, "width_mult"), ({"mgic": {"group_size": 0}}, "group_size"),
                                               ({"num_classes": 0}, "num_classes")])
 def test_bad_arguments_are_rejected(kwargs, argument):
     with pytest.raises(ValueError, match=argument):

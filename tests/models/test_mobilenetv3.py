@@ -7,6 +7,7 @@ from torch import nn
 from mgic_geo.complexity import profile
 from mgic_geo.core import MGICBlock, TransferOperator
 from mgic_geo.models import create_model
+from mgic_geo.core.config import MGICConfig
 from mgic_geo.models.mobilenetv3 import (
     GroupedInvertedResidual,
     InvertedResidualLevel,
@@ -48,7 +49,7 @@ def test_plain_large_is_torchvisions():
 
 
 def test_official_level_rule_coarsens_every_block():
-    model = mgic_mobilenetv3_large(level_rule="official")
+    model = mgic_mobilenetv3_large(mgic={"level_rule": "official"})
     assert n_params(model) == 5_097_644
     assert all(len(m.widths) >= 2 for m in model.modules() if isinstance(m, MGICBlock))
 
@@ -95,7 +96,7 @@ def test_group_rule_on_the_112_channel_block():
     setting, _ = mobilenetv3_config("large")
     cnf = setting[11]
     assert (cnf.input_channels, cnf.expanded_channels, cnf.out_channels, cnf.stride) == (112, 672, 112, 1)
-    block = MGICInvertedResidual(cnf, nn.BatchNorm2d, group_size=64, coarsest=64)
+    block = MGICInvertedResidual(cnf, nn.BatchNorm2d, mgic=MGICConfig(group_size=64, coarsest=64))
     assert block.mgic.widths == [112, 56, 28, 14]
     assert block.mgic.group_widths == [expanded_width(w, cnf) for w in block.mgic.widths] == [672, 336, 168, 84]
     assert block.mgic.groups == [8, 4, 2, 1]  # 672 // 64 = 10 and 9 do not divide 112; 8 does
@@ -202,12 +203,12 @@ def test_bad_width_mult_is_rejected(builder, bad):
 @pytest.mark.parametrize("bad", [0, -64, 1.5, "64"])
 def test_bad_group_size_or_coarsest_is_rejected(argument, bad):
     with pytest.raises(ValueError, match=argument):
-        mgic_mobilenetv3_large(**{argument: bad})
+        mgic_mobilenetv3_large(mgic={argument: bad})
 
 
 def test_bad_level_rule_and_num_classes_are_rejected():
     with pytest.raises(ValueError, match="level_rule"):
-        mgic_mobilenetv3_large(level_rule="fast")
+        mgic_mobilenetv3_large(mgic={"level_rule": "fast"})
     with pytest.raises(ValueError, match="num_classes"):
         mobilenetv3_large(num_classes=0)
 

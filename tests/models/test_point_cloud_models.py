@@ -6,6 +6,7 @@ from mgic_geo.complexity import profile
 from mgic_geo.models import create_model
 from mgic_geo.models.dgcnn import DGCNN
 from mgic_geo.models.diffgcn import DiffGCNNet
+from mgic_geo.core.config import MGICConfig
 
 MODELS = ["dgcnn", "dgcnn_pyg_example", "diffgcn", "mgic_dgcnn", "mgic_diffgcn"]
 
@@ -111,8 +112,10 @@ def test_table_6_targets_at_1024_points():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: DGCNN(group_size=8), "`group_size` and `coarsest` go together"),
-        (lambda: DiffGCNNet(coarsest=8), "`group_size` and `coarsest` go together"),
+        (lambda: DGCNN(mgic={"group_sise": 8}), "`mgic` has unknown field.s. group_sise; MGICConfig fields are"),
+        (lambda: DiffGCNNet(mgic=8), "`mgic` must be an MGICConfig or a mapping of its fields, got 8"),
+        (lambda: create_model("mgic_diffgcn", group_size=8, mgic={"group_size": 4}),
+         "'group_size' given both in `mgic` and as an argument of its own"),
         (lambda: DiffGCNNet(widths=()), "`widths` must list at least one stage width"),
         (lambda: DiffGCNNet(widths=(32, 0)), r"`widths` must be a positive integer, got 0"),
         (lambda: DGCNN(widths=(64, -1)), r"`widths` must be a positive integer, got -1"),

@@ -7,6 +7,7 @@ from mgic_geo.core.block import MGICBlock
 from mgic_geo.core.transfer import TransferOperator
 from mgic_geo.models import create_model, list_models
 from mgic_geo.models.resnet import BasicBlock, Bottleneck, ResNet, Transition, mgic_resnet50, mgic_resnet56, resnet50, resnet56
+from mgic_geo.core.config import MGICConfig
 
 
 def on_meta(builder, **kwargs) -> nn.Module:
@@ -38,7 +39,7 @@ def test_imagenet_output_shape(builder):
 
 
 def test_every_parameter_gets_a_gradient():
-    model = mgic_resnet56(zero_init_correction=False)
+    model = mgic_resnet56(mgic={"zero_init_correction": False})
     model(torch.randn(2, 3, 16, 16)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
@@ -92,12 +93,12 @@ def test_mgic_sizes_are_pinned():
     small = meta_profile(mgic_resnet56, 32)
     assert (small.params, small.macs) == (310_330, 75_903_616)
     # the authors' level rule (always coarsen once) lands on DESIGN's "about 0.30 M / 66 M"
-    official = meta_profile(mgic_resnet56, 32, level_rule="official")
+    official = meta_profile(mgic_resnet56, 32, mgic={"level_rule": "official"})
     assert (official.params, official.macs) == (301_690, 66_466_432)
     large = meta_profile(mgic_resnet50, 224)
     assert (large.params, large.macs) == (9_149_480, 2_139_043_840)
-    assert count_parameters(on_meta(mgic_resnet50, group_size=64)) == 14_961_704
-    assert count_parameters(on_meta(mgic_resnet50, group_size=16)) == 6_243_368
+    assert count_parameters(on_meta(mgic_resnet50, mgic={"group_size": 64})) == 14_961_704
+    assert count_parameters(on_meta(mgic_resnet50, mgic={"group_size": 16})) == 6_243_368
 
 
 def _stage_blocks(model: ResNet):
@@ -143,7 +144,7 @@ def test_transfer_operators_keep_their_init():
 
 
 def test_zero_init_options():
-    model = mgic_resnet56(zero_init_correction=True, zero_init_residual=True)
+    model = mgic_resnet56(zero_init_residual=True, mgic={"zero_init_correction": True})
     blocks = [m for m in model.modules() if isinstance(m, MGICBlock)]
     assert all((norm.weight == 0).all() for b in blocks for norm in b.norms)
     assert all((m.bn2.weight == 0).all() for m in model.modules() if isinstance(m, BasicBlock))
@@ -154,11 +155,11 @@ def test_zero_init_options():
     [
         (resnet56, {"num_classes": 0}, "`num_classes` must be a positive integer"),
         (mgic_resnet56, {"num_classes": -1}, "`num_classes`"),
-        (mgic_resnet56, {"group_size": 5}, r"`group_size` \(5\) must divide every stage's width; it does not divide 16"),
-        (mgic_resnet56, {"group_size": 0}, "`group_size` must be a positive integer"),
-        (mgic_resnet56, {"coarsest": 0}, "`coarsest` must be a positive integer"),
-        (mgic_resnet50, {"group_size": 48}, r"`group_size` \(48\) must divide every stage's bottleneck width"),
-        (mgic_resnet56, {"level_rule": "fast"}, "`level_rule`"),
+        (mgic_resnet56, {"mgic": {"group_size": 5}}, r"`group_size` \(5\) must divide every stage's width; it does not divide 16"),
+        (mgic_resnet56, {"mgic": {"group_size": 0}}, "`group_size` must be a positive integer"),
+        (mgic_resnet56, {"mgic": {"coarsest": 0}}, "`coarsest` must be a positive integer"),
+        (mgic_resnet50, {"mgic": {"group_size": 48}}, r"`group_size` \(48\) must divide every stage's bottleneck width"),
+        (mgic_resnet56, {"mgic": {"level_rule": "fast"}}, "`level_rule`"),
     ],
 )
 def test_bad_arguments(builder, kwargs, match):

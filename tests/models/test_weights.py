@@ -141,8 +141,12 @@ def test_metadata_records_the_recipe_accuracy_classes_and_hash(released):
     assert meta["sha256"] == sha256_of(released.out) == hashlib.sha256(released.out.read_bytes()).hexdigest()
     assert meta["file"] == FILE_NAME and meta["size"] == released.out.stat().st_size
     assert meta["model"] == "mgic_diffgcn" and meta["task"] == "mgic_geo.training.PointCloudClassifier"
-    assert meta["model_kwargs"] == {**MODEL_KWARGS, "num_points": None, "graph": "static",
-                                   "operator_scale": "spacing"}  # every builder argument
+    # every builder argument; the checkpoint's top-level group_size/coarsest (as written before
+    # MGICConfig) recorded as the whole MGIC setting
+    assert meta["model_kwargs"] == {"k": 10, "dropout": 0.5, "num_points": None, "graph": "static",
+                                   "operator_scale": "spacing",
+                                   "mgic": {"group_size": 8, "coarsest": 16, "level_rule": "paper",
+                                            "transfer_init": "average", "zero_init_correction": True}}
     assert meta["num_classes"] == 10 and meta["categories"] == list(CLASSES)
     assert meta["num_params"] == sum(p.numel() for p in network.parameters())
     assert meta["num_points"] == NUM_POINTS and meta["epochs"] == 2

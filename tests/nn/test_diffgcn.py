@@ -6,6 +6,7 @@ import torch
 from mgic_geo import MGICBlock
 from mgic_geo.nn import DiffGCNConv, knn_graph
 from mgic_geo.nn.diffgcn import differential_features
+from mgic_geo.core.config import MGICConfig
 
 
 def reference_features(x, pos, edge_index, operator_scale="spacing"):
@@ -101,7 +102,7 @@ def test_as_an_mgic_level_block_on_a_pyg_batch():
 
     data = next(iter(DataLoader([Data(pos=torch.randn(64, 3), x=torch.randn(64, 32)) for _ in range(3)], batch_size=3)))
     edge_index = knn_graph(data.pos, 10, data.batch)
-    block = MGICBlock(32, lambda w, g: DiffGCNConv(w, w, groups=g), group_size=8, coarsest=8)
+    block = MGICBlock(32, lambda w, g: DiffGCNConv(w, w, groups=g), mgic=MGICConfig(group_size=8, coarsest=8))
     assert block.widths == [32, 16, 8] and block.groups == [4, 2, 1]
     out = block(data.x, data.pos, edge_index)
     assert out.shape == (192, 32)

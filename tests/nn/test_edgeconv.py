@@ -3,11 +3,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mgic_geo.nn import EdgeConv, knn_graph
+from mgic_geo.nn import EdgeConvNormAct, knn_graph
 
 
 def per_edge_reference(conv, norm, x, edge_index):
-    """DGCNN's EdgeConv as usually written: materialise every edge, BN over edges, max per node."""
+    """DGCNN's EdgeConvNormAct as usually written: materialise every edge, BN over edges, max per node."""
     source, target = edge_index
     edges = torch.cat([x[target], x[source] - x[target]], dim=1)
     centre, offset = conv.centre.dense_weight(), conv.offset.dense_weight()
@@ -19,7 +19,7 @@ def per_edge_reference(conv, norm, x, edge_index):
 @pytest.fixture(params=[1, 2], ids=["dense", "grouped"])
 def setup(request):
     torch.manual_seed(3)
-    conv = EdgeConv(6, 10, groups=request.param).double()
+    conv = EdgeConvNormAct(6, 10, groups=request.param).double()
     with torch.no_grad():
         conv.weight.copy_(torch.randn(10))  # both signs: the max and the min branch
         conv.bias.copy_(torch.randn(10))
@@ -59,7 +59,7 @@ def test_eval_mode_uses_running_statistics(setup):
 
 
 def test_memory_is_per_node():
-    conv = EdgeConv(8, 16)
+    conv = EdgeConvNormAct(8, 16)
     x = torch.randn(500, 8)
     out = conv(x, knn_graph(x, 20))
     assert out.shape == (500, 16)
@@ -68,16 +68,16 @@ def test_memory_is_per_node():
 def test_traces_without_graph_breaks():
     import torch._dynamo
 
-    conv = EdgeConv(4, 8)
+    conv = EdgeConvNormAct(4, 8)
     x = torch.randn(40, 4)
     explanation = torch._dynamo.explain(conv)(x, knn_graph(x, 5))
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
 
 
 def test_repr_and_reset_parameters():
-    conv = EdgeConv(3, 64)
-    assert repr(conv) == "EdgeConv(3, 64)"
-    assert repr(EdgeConv(8, 16, groups=4)) == "EdgeConv(8, 16, groups=4)"
+    conv = EdgeConvNormAct(3, 64)
+    assert repr(conv) == "EdgeConvNormAct(3, 64)"
+    assert repr(EdgeConvNormAct(8, 16, groups=4)) == "EdgeConvNormAct(8, 16, groups=4)"
     with torch.no_grad():
         conv.weight.fill_(2.0)
         conv.running_var.fill_(5.0)
@@ -94,19 +94,19 @@ def test_repr_and_reset_parameters():
 )
 def test_bad_inputs(x, edge_index, message):
     with pytest.raises(ValueError, match=message):
-        EdgeConv(3, 4)(x, edge_index)
+        EdgeConvNormAct(3, 4)(x, edge_index)
 
 
 def test_bad_construction():
     with pytest.raises(ValueError, match=r"`out_channels` must be a positive integer, got -1"):
-        EdgeConv(3, -1)
+        EdgeConvNormAct(3, -1)
     with pytest.raises(ValueError, match=r"`groups`=4 must divide in_channels=6 and out_channels=8"):
-        EdgeConv(6, 8, groups=4)
+        EdgeConvNormAct(6, 8, groups=4)
 
 
 def test_initial_weights_follow_dgcnn():
     """W_a = centre + offset and W_b = offset are each U(+-1/sqrt(2 C_in)), as DGCNN's h."""
-    conv = EdgeConv(32, 256)
+    conv = EdgeConvNormAct(32, 256)
     bound = 1 / 64**0.5
     for weight in (conv.centre.weight + conv.offset.weight, conv.offset.weight):
         assert weight.abs().max() <= bound and weight.std() > 0.9 * bound / 3**0.5
@@ -114,7 +114,7 @@ def test_initial_weights_follow_dgcnn():
 
 def test_regular_graph_path_equals_the_general_one(setup):
     conv, _, x, edge_index = setup  # 3 clouds of 20 points, k = 5
-    general_conv = EdgeConv(6, 10, groups=conv.groups).double()
+    general_conv = EdgeConvNormAct(6, 10, groups=conv.groups).double()
     general_conv.load_state_dict(conv.state_dict())
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     regular, general = conv(x1, edge_index, k=5), general_conv(x2, edge_index)

@@ -7,6 +7,7 @@ from mgic_geo.models.clouds import Clouds, neighbourhood_mean
 from mgic_geo.nn import DiffGCNConv, MGICConv, knn_graph
 from mgic_geo.nn.diffgcn import differential_features
 from mgic_geo.nn.graph_operator import DiffGCNOperator, SparseMatrix
+from mgic_geo.core.config import MGICConfig
 
 
 def irregular_graph(num_nodes: int, seed: int = 0) -> torch.Tensor:
@@ -93,7 +94,7 @@ def test_mgic_conv_shares_one_operator_between_its_levels_exactly():
     pos = torch.randn(2 * 64, 3, dtype=torch.float64)
     x = torch.randn(2 * 64, 32, dtype=torch.float64, requires_grad=True)
     edge_index = knn_graph(pos, 8, cloud_size=64)
-    conv = MGICConv(32, group_size=8, coarsest=8).double().train()
+    conv = MGICConv(32, mgic=MGICConfig(group_size=8, coarsest=8)).double().train()
     with counted_builds() as builds:
         fast = conv(x, pos, edge_index, k=8)
     assert len(builds) == 1 and len(conv.widths) == 3

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mgic_geo.nn import knn
+from mgic_geo.nn import knn, knn_grid
 from mgic_geo.nn.knn import knn_graph
 
 
@@ -307,7 +307,7 @@ def assert_exact_knn(x, batch, k, loop, edge_index, *, exact_order):
         assert (neighbours.sort(1).values.diff(dim=1) != 0).all()  # no point twice
         relative, absolute = 0.0, 0.0  # on squared distances
         if x.dtype != torch.float64:
-            if size >= knn.GRID_MIN_POINTS:
+            if size >= knn_grid.GRID_MIN_POINTS:
                 relative = 1e-5
             else:
                 absolute = 1e-6 * float((points - points.mean(0)).square().sum(1).max())
@@ -327,13 +327,13 @@ def assert_exact_knn(x, batch, k, loop, edge_index, *, exact_order):
 def grid_calls(monkeypatch):
     """Counts the searches that took the grid, so that a test cannot silently test the dense one."""
     calls = []
-    original = knn._knn_grid
+    original = knn.knn_grid
 
     def counting(points, keep, loop):
         calls.append(tuple(points.shape))
         return original(points, keep, loop)
 
-    monkeypatch.setattr(knn, "_knn_grid", counting)
+    monkeypatch.setattr(knn, "knn_grid", counting)
     return calls
 
 
@@ -384,12 +384,12 @@ def test_grid_uncertified_queries_are_searched_again(factor, passes, monkeypatch
     # Cells too small for the k-th neighbour: queries fail the check of their 3 x 3 x 3 block and
     # are searched again in a grown block, or (grown too much) against their whole cloud; the
     # result stays exact.
-    monkeypatch.setattr(knn, "GRID_CELL_FACTOR", factor)
+    monkeypatch.setattr(knn_grid, "GRID_CELL_FACTOR", factor)
     searches, whole = [], []
-    original_search, original_whole = knn._grid_search, knn._grid_brute_force
-    monkeypatch.setattr(knn, "_grid_search", lambda grid, queries, *grown: searches.append(queries.numel())
+    original_search, original_whole = knn_grid._grid_search, knn_grid._grid_brute_force
+    monkeypatch.setattr(knn_grid, "_grid_search", lambda grid, queries, *grown: searches.append(queries.numel())
                         or original_search(grid, queries, *grown))
-    monkeypatch.setattr(knn, "_grid_brute_force", lambda grid, rows: whole.append(rows.numel())
+    monkeypatch.setattr(knn_grid, "_grid_brute_force", lambda grid, rows: whole.append(rows.numel())
                         or original_whole(grid, rows))
     x = torch.rand(2 * 600, 3, dtype=torch.float64)
     batch = torch.arange(2).repeat_interleave(600)
@@ -413,7 +413,7 @@ def test_points_that_are_a_view_of_a_wider_tensor(dims):
 def test_grid_chunks_bound_the_distance_buffer(monkeypatch):
     x = torch.rand(1000, 3)
     expected = knn_graph(x, 8, backend="torch")
-    monkeypatch.setattr(knn, "GRID_CHUNK_ELEMENTS", 2000)
+    monkeypatch.setattr(knn_grid, "GRID_CHUNK_ELEMENTS", 2000)
     seen = []
 
     def recording(original):
@@ -428,31 +428,29 @@ def test_grid_chunks_bound_the_distance_buffer(monkeypatch):
     searched = [shape for shape, ordered in seen if ordered]  # the estimate of the cell side: unordered
     assert sum(rows for rows, _ in searched) >= 1000
     assert all(rows * width <= 2000 or rows == 1 for rows, width in searched)
-    assert all(rows * width <= knn._grid_buffer_elements(1000) for (rows, width), _ in seen)
+    assert all(rows * width <= knn_grid.grid_buffer_elements(1000) for (rows, width), _ in seen)
 
 
 def test_grid_applies_only_to_low_dimensional_cpu_points_outside_compilation(monkeypatch):
     points = torch.rand(2, 512, 3)
-    assert knn._grid_applies(points, 10)
-    assert not knn._grid_applies(torch.rand(2, 512, 4), 10)  # features: dense
-    assert not knn._grid_applies(torch.rand(2, knn.GRID_MIN_POINTS - 1, 3), 10)  # small clouds: dense
-    assert not knn._grid_applies(points.half(), 10)
-    assert not knn._grid_applies(torch.rand(2, 512, 3, device="meta"), 10)  # CUDA and others: dense
+    assert knn_grid.grid_applies(points, 10)
+    assert not knn_grid.grid_applies(torch.rand(2, 512, 4), 10)  # features: dense
+    assert not knn_grid.grid_applies(torch.rand(2, knn_grid.GRID_MIN_POINTS - 1, 3), 10)  # small clouds: dense
+    assert not knn_grid.grid_applies(points.half(), 10)
+    assert not knn_grid.grid_applies(torch.rand(2, 512, 3, device="meta"), 10)  # CUDA and others: dense
     infinite = points.clone()
     infinite[0, 0, 0] = float("inf")
-    assert not knn._grid_applies(infinite, 10)
+    assert not knn_grid.grid_applies(infinite, 10)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # shapes must not depend on data
-    assert not knn._grid_applies(points, 10)
+    assert not knn_grid.grid_applies(points, 10)
 
 
 def test_mac_counting_sees_the_dense_search():
     from mgic_geo.nn import cost
-    from mgic_geo.nn.knn import _grid_applies
+    from mgic_geo.nn.knn_grid import grid_applies
 
     points = torch.rand(2, 1024, 3)
-    assert _grid_applies(points, 10)
-    cost.observers.append(lambda kind, macs: None)
-    try:
-        assert not _grid_applies(points, 10)
-    finally:
-        cost.observers.pop()
+    assert grid_applies(points, 10)
+    with cost.counting():
+        assert not grid_applies(points, 10)
+    assert grid_applies(points, 10)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import yaml
 
 from mgic_geo.training import collect_test_results
-from mgic_geo.training.module import PointCloudClassifier, cosine_factor, epochs_in_checkpoint
+from mgic_geo.training.module import PointCloudClassifier, epochs_in_checkpoint
 
 
 def test_defaults_are_dgcnn_recipe_and_hparams_rebuild_the_model():
@@ -42,18 +42,6 @@ def test_label_smoothing_is_dgcnns_cal_loss():
     module = PointCloudClassifier(model="dgcnn", label_smoothing=eps)
     actual = F.cross_entropy(logits, target, label_smoothing=module._torch_smoothing)
     assert torch.allclose(actual, expected, atol=1e-6)
-
-
-def test_cosine_factor_matches_torch_cosine_annealing():
-    lr, min_lr, epochs = 0.1, 1e-3, 7
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    reference = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=min_lr)
-    for epoch in range(epochs + 1):
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr * cosine_factor(epoch, epochs, lr, min_lr), rel=1e-6)
-        optimizer.step()
-        reference.step()
-    assert cosine_factor(0, epochs, lr, min_lr) == 1.0
-    assert lr * cosine_factor(epochs + 3, epochs, lr, min_lr) == pytest.approx(min_lr)  # stays at min_lr after the end
 
 
 def test_epochs_in_checkpoint():

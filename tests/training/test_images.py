@@ -13,7 +13,6 @@ from PIL import Image
 
 from mgic_geo.cli import main
 from mgic_geo.experiments.image_tables import RESULTS, TABLES
-from mgic_geo.training.base import poly_factor, step_factor
 from mgic_geo.training.cli import automatic_precision, results_folder_name
 from mgic_geo.training.images import ImageClassifier, ImageSegmenter
 
@@ -29,22 +28,6 @@ def test_classifier_defaults_are_the_papers_image_recipe():
     assert hp.label_smoothing == 0.0 and hp.channels_last is None
     assert module.num_parameters == 855_770  # plain ResNet-56, as pinned in tests/models
     assert ImageClassifier(**hp).num_parameters == module.num_parameters  # hparams rebuild the network
-
-
-def test_step_and_poly_factors_match_torch():
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    reference = torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.1)
-    for epoch in range(95):
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * step_factor(epoch, 30, 0.1), rel=1e-9)
-        optimizer.step()
-        reference.step()
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    reference = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=50, power=0.9)
-    for step in range(50):
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * poly_factor(step, 50, 0.9), rel=1e-6)
-        optimizer.step()
-        reference.step()
-    assert poly_factor(50, 50, 0.9) == poly_factor(60, 50, 0.9) == 0.0
 
 
 def test_channels_last_gives_the_same_logits():

@@ -1,9 +1,9 @@
-"""``mgic-geo predict`` and :mod:`mgic_geo.predict`: batched outputs equal one-by-one outputs, memory
+"""``mgic-geo predict`` and :mod:`mgic_geo.inference`: batched outputs equal one-by-one outputs, memory
 stays flat over a stream, the CSV has one row per cloud in order, checkpoints of a tiny fit load, and
 every bad input is a one-line error naming it.
 
 The long version (100,000 clouds) is opt-in: the command is in the module docstring of
-:mod:`mgic_geo.predict`.
+:mod:`mgic_geo.inference.cli`.
 """
 import csv
 import doctest
@@ -16,13 +16,19 @@ import pytest
 import torch
 import yaml
 
-import mgic_geo.predict
+import mgic_geo.data.clouds
+import mgic_geo.inference
+import mgic_geo.inference.checkpoint
+import mgic_geo.inference.cli
+import mgic_geo.inference.render
+import mgic_geo.inference.stream
 from mgic_geo.cli import main
 from mgic_geo.data.layout import CLASSES
 from mgic_geo.data.synthetic import off_text, synthetic_mesh
 from mgic_geo.models import create_model
-from mgic_geo.predict import (MemoryMonitor, load_classifier, one_by_one, predict_clouds, render_clouds,
-                              set_batchnorm_statistics, synthetic_clouds, true_class)
+from mgic_geo.data.clouds import read_cloud, synthetic_clouds, true_class
+from mgic_geo.inference import (MemoryMonitor, load_classifier, one_by_one, predict_clouds, render_clouds,
+                                set_batchnorm_statistics)
 
 # Batched and one-by-one logits differ by float32 rounding only (measured: at most 2.5e-6, on logits
 # that lie up to 3.3 apart from cloud to cloud); a real difference (another kNN graph, BatchNorm in
@@ -30,7 +36,7 @@ from mgic_geo.predict import (MemoryMonitor, load_classifier, one_by_one, predic
 # statistics are set first (set_batchnorm_statistics), as `predict --model` does: with their initial
 # statistics every cloud gets nearly the same logits and the comparison would prove little.
 ATOL = 1e-4
-# Trimmed RSS (mgic_geo.predict.MemoryMonitor) over the 2,000-cloud stream moved by at most 0.1 MiB
+# Trimmed RSS (mgic_geo.inference.MemoryMonitor) over the 2,000-cloud stream moved by at most 0.1 MiB
 # in our runs. 8 MiB leaves room for page and arena noise and still fails if the stream kept every
 # batch's inputs (pos and batch vector: 320 KiB per batch of 64 x 256 points, 8.8 MiB over the 28
 # batches after the warm-up), its autograd graph (several MiB per batch) or the clouds.
@@ -56,8 +62,10 @@ def read_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_docstring_examples():
-    result = doctest.testmod(mgic_geo.predict)
+@pytest.mark.parametrize("module", [mgic_geo.inference, mgic_geo.inference.stream, mgic_geo.inference.render,
+                                    mgic_geo.inference.checkpoint, mgic_geo.data.clouds], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -242,7 +250,7 @@ def test_cli_with_a_checkpoint_of_a_tiny_fit_and_input_files(tmp_path, capsys, c
     # the API gives the same classes, and the same again for the same seed (sampling is seeded)
     classifier = load_classifier(checkpoint)
     assert type(classifier).__name__ == "PointCloudClassifier" and not classifier.training
-    clouds = [mgic_geo.predict.read_cloud(tmp_path / "inputs" / name, 64, index=i) for i, name in enumerate(names)]
+    clouds = [read_cloud(tmp_path / "inputs" / name, 64, index=i) for i, name in enumerate(names)]
     assert [int(x.argmax()) for x in predict_clouds(classifier, clouds)] == [int(row["class"]) for row in rows]
 
     # a glob instead of a folder
@@ -441,7 +449,7 @@ def test_cli_render_with_a_checkpoint_and_modelnet_layout(tmp_path, capsys, chec
         figures.append(render_clouds(*args, **kwargs))
         return figures[-1]
 
-    monkeypatch.setattr(mgic_geo.predict, "render_clouds", keep)
+    monkeypatch.setattr(mgic_geo.inference.cli, "render_clouds", keep)
     rng = np.random.default_rng(0)
     files = []
     for name in ("chair", "table", "sofa"):

@@ -1,6 +1,6 @@
 import pytest
 
-from mgic_geo.experiments.report import markdown_table, write_table
+from mgic_geo.tables import markdown_table, write_table
 
 
 def test_markdown_table_formats_numbers():
