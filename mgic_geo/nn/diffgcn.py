@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from mgic_geo.core.grouped import grouped_maps_by_supergroup
 from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.nn import cost
+from mgic_geo.nn.adjacency import as_edge_index
 from mgic_geo.nn.graph_operator import (
     OPERATOR_SCALES,
     DiffGCNOperator,
@@ -109,9 +110,11 @@ class DiffGCNConv(nn.Module):
     Not a :class:`~torch_geometric.nn.conv.MessagePassing`: its sums run as one batched or sparse
     product over all five features (:mod:`mgic_geo.nn.graph_operator`), not as a message /
     aggregate pair. PyG's conventions hold: ``edge_index`` is :math:`(2, E)` with
-    ``flow="source_to_target"`` (row 0 the neighbour :math:`j`, row 1 the centre :math:`i`), mean
-    aggregation, ``reset_parameters()``; PyG's propagate hooks, ``SparseTensor`` adjacencies and
-    explainers do not apply.
+    ``flow="source_to_target"`` (row 0 the neighbour :math:`j`, row 1 the centre :math:`i`), or a
+    sparse adjacency ``adj_t`` (:mod:`mgic_geo.nn.adjacency`), mean aggregation,
+    ``reset_parameters()``. What does not apply: PyG's propagate hooks and explainers, other
+    ``aggr`` choices (the gradient and Laplacian are weighted means by definition), and bipartite
+    ``(x_src, x_dst)`` inputs (the operators need one point set with positions).
 
     Args:
         in_channels (int): input channels :math:`C_{in}`.
@@ -156,8 +159,7 @@ class DiffGCNConv(nn.Module):
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
         if pos.shape != (x.shape[0], 3):
             raise ValueError(f"expected positions [{x.shape[0]}, 3], got {tuple(pos.shape)}")
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"expected edge_index [2, E], got {tuple(edge_index.shape)}")
+        edge_index = as_edge_index(edge_index, x.shape[0], layer=type(self).__name__)
         if operator is not None:
             check_operator(operator, x.shape[0], self.operator_scale)
         if not operator_applies(pos):

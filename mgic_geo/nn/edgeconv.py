@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from mgic_geo.core.transfer import GroupedChannelMap
+from mgic_geo.nn.adjacency import as_edge_index
 from mgic_geo.nn.knn import check_knn_layout
 from mgic_geo.validation import check_int
 
@@ -185,8 +186,7 @@ class _EdgeConvNormActBase(nn.Module):
     def _propagate(self, x: Tensor, edge_index: Tensor, k: int | None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"expected edge_index [2, E], got {tuple(edge_index.shape)}")
+        edge_index = as_edge_index(edge_index, x.shape[0], layer=type(self).__name__)
         if k is not None:
             check_knn_layout(edge_index, x.shape[0], k)
         a, b = self.centre(x), self.offset(x)  # [N, C_out]: the x_i part and the x_j part
@@ -287,7 +287,10 @@ class EdgeConvNormAct(_EdgeConvNormActBase):
     :class:`~torch_geometric.nn.conv.MessagePassing` either (its reductions are the fused
     extremes and sums of the module docstring, not a message / aggregate pair), but follows its
     conventions: ``edge_index`` is :math:`(2, E)` with ``flow="source_to_target"`` (row 0 the
-    neighbour :math:`j`, row 1 the centre :math:`i`), max aggregation, ``reset_parameters()``.
+    neighbour :math:`j`, row 1 the centre :math:`i`) or a sparse adjacency ``adj_t``
+    (:mod:`mgic_geo.nn.adjacency`), max aggregation (DGCNN's; the per-node decomposition needs
+    it, so there is no ``aggr`` choice), ``reset_parameters()``. Bipartite ``(x_src, x_dst)``
+    inputs are not taken: the offsets :math:`x_j - x_i` need one feature space.
 
     Args:""" + EDGE_CONV_ARGS_DOC + r"""
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from mgic_geo.core.block import MGICBlock
 from mgic_geo.core.config import MGICConfig
+from mgic_geo.nn.adjacency import as_edge_index
 from mgic_geo.nn.diffgcn import DiffGCNConv, check_operator, check_operator_scale
 from mgic_geo.nn.edgeconv import EDGE_CONV_ARGS_DOC, EdgeConvNormAct, _EdgeConvNormActBase
 from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
@@ -143,6 +144,7 @@ class _MGICConvBase(nn.Module):
                operator: DiffGCNOperator | None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
+        edge_index = as_edge_index(edge_index, x.shape[0], layer=type(self).__name__)  # once for every level
         if self.conv == "edge":
             return self.block(x, edge_index, k=k)
         if self.conv != "diffgcn":  # a callable's levels
