@@ -93,21 +93,39 @@ def image_table(table: str, *, results: str | Path | None = None) -> tuple[str, 
     title, size, classes, unit, rows = TABLES[table]
     runs = read_test_results(RESULTS[table] if results is None else results)
     measured_rows = []
+    digits = 3 if unit == "G" else 1
     for label, model, kwargs, paper_params, paper_flops, paper_accuracy in rows:
-        with torch.device("meta"):  # shapes only: nothing is allocated or computed
-            network = create_model(model, num_classes=classes, **kwargs)
-            measured = profile(network, torch.empty(1, 3, *size))
+        measured = _measure(model, classes, size, kwargs)
+        official = _measure_official_rule(model, classes, size, kwargs)
         measured_rows.append({
             "network": label,
             "model": model,
             "params [M] paper": paper_params,
             "params [M] ours": round(measured.params / 1e6, 3),
+            "params [M] ours, official rule": "-" if official is None else round(official.params / 1e6, 3),
             f"FLOPs [{unit}] paper": paper_flops,
-            f"MACs [{unit}] ours": round(measured.macs / UNITS[unit], 3 if unit == "G" else 1),
+            f"MACs [{unit}] ours": round(measured.macs / UNITS[unit], digits),
+            f"MACs [{unit}] ours, official rule": "-" if official is None else round(official.macs / UNITS[unit], digits),
             "accuracy [%] paper": paper_accuracy,
             "accuracy [%] ours": _accuracy(runs, model, kwargs),
         })
     return title, measured_rows
+
+
+def _measure(model: str, classes: int, size: tuple[int, int], kwargs: dict):
+    with torch.device("meta"):  # shapes only: nothing is allocated or computed
+        return profile(create_model(model, num_classes=classes, **kwargs), torch.empty(1, 3, *size))
+
+
+def _measure_official_rule(model: str, classes: int, size: tuple[int, int], kwargs: dict):
+    """The row's network with the authors' level rule (``level_rule="official"``, :mod:`mgic_geo.core.plan`)
+    instead of the paper's; ``None`` for networks without MGIC blocks."""
+    builder = model_builder(model)
+    if getattr(builder, "default_mgic", None) is None:
+        return None
+    folded = fold_legacy_mgic(builder, dict(kwargs))
+    mgic = effective_mgic(builder, folded.pop("mgic", None)).replace(level_rule="official")
+    return _measure(model, classes, size, {**folded, "mgic": mgic})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         f"Params and MACs measured by mgic_geo.complexity.profile at {size[0]}x{size[1]} with {TABLES[args.name][2]} "
         "classes (MACs of convolutions and linear maps: the paper's FLOPs).",
         "Only the paper's rows for networks this package builds; accuracy from test_results.json runs under --results.",
+        "'ours' uses the paper's level rule (Algorithm 1: L = floor(log2(c / s_c)) coarsenings), the package default; "
+        "'official rule' the authors' released code's (coarsen at least once, stop below 2 s_c), see mgic_geo.core.plan.",
     ]
     _, _, text = write_table(rows, args.out, f"table{args.name}", title=title, notes=notes)
     print(text)

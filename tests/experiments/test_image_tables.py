@@ -44,3 +44,15 @@ def test_a_broken_results_file_is_named(tmp_path):
     (tmp_path / "run" / "test_results.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match=r"run/test_results.json: not a test_results.json written by `mgic-geo test`"):
         image_table("2", results=tmp_path)
+
+
+def test_mgic_rows_show_the_official_level_rule_beside_the_papers(tmp_path):
+    from mgic_geo import MGICConfig
+
+    _, rows = image_table("2", results=tmp_path)
+    assert rows[0]["params [M] ours, official rule"] == "-" and rows[0]["MACs [M] ours, official rule"] == "-"
+    official = profile(create_model("mgic_resnet56", mgic=MGICConfig(group_size=8, coarsest=16, level_rule="official")),
+                       torch.randn(1, 3, 32, 32))
+    assert rows[1]["params [M] ours, official rule"] == round(official.params / 1e6, 3)
+    assert rows[1]["MACs [M] ours, official rule"] == round(official.macs / 1e6, 1)
+    assert rows[1]["params [M] ours, official rule"] != rows[1]["params [M] ours"]  # stage 1 coarsens under it

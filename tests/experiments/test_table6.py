@@ -45,3 +45,10 @@ def test_cli_prints_and_writes_the_table(tmp_path, capsys):
     assert (tmp_path / "table6.md").read_text().strip() in printed.strip()
     assert main(["table", "6", "--points", "0", "--out", str(tmp_path)]) == 2
     assert "mgic-geo: error: `--points` must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_mgic_rows_show_the_official_level_rule(tmp_path):
+    rows = {row["model"]: row for row in table6(points=128, results=tmp_path)}
+    assert rows["dgcnn"]["params [M] ours, official rule"] == "-"
+    assert isinstance(rows["mgic_diffgcn"]["params [M] ours, official rule"], float)
+    assert isinstance(rows["mgic_diffgcn"]["MACs [M] ours, official rule"], float)
