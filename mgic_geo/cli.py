@@ -44,6 +44,10 @@ COMMANDS = {
     ),
     ("table", "7"): ("mgic_geo.experiments.image_tables", "Table 7: MGIC-ResNet-56, varying s_c, paper beside ours"),
     ("table", "8"): ("mgic_geo.experiments.image_tables", "Table 8: MGIC-ResNet-56, varying s_g, paper beside ours"),
+    ("figure", "3"): (
+        "mgic_geo.experiments.figure3",
+        "Figure 3: CIFAR-10 accuracy vs MACs of the ResNet-56 family, paper beside ours (PNG)",
+    ),
     ("bench", "modelnet"): (
         "mgic_geo.bench.modelnet",
         "training samples/s and peak memory of the ModelNet-10 networks on the same batches",
@@ -70,6 +74,7 @@ GROUP_HELP = {
     "experiment": "run an experiment of the paper",
     "bench": "run a benchmark (figures side by side in one run)",
     "table": "print a table of the paper beside our measurements",
+    "figure": "draw a figure of the paper beside our measurements",
 }
 
 # Lightning sub-commands: the rest of argv goes to LightningCLI (mgic_geo.training.cli).

@@ -1,0 +1,106 @@
+"""Figure 3 of the paper: accuracy against MACs for the ResNet-56 family on CIFAR-10 (``mgic-geo figure 3``).
+
+The networks are the rows of Tables 2, 7 and 8 (:data:`~mgic_geo.experiments.image_tables.TABLES`):
+ResNet-56 and MGIC-ResNet-56 at the paper's ``(s_g, s_c)`` settings. Each is drawn twice:
+
+* the paper's point, at its reported MACs ("FLOPs") and CIFAR-10 test accuracy;
+* ours, at the MACs :func:`mgic_geo.complexity.profile` measures (the paper's level rule) and the
+  accuracy of a finished ``mgic-geo test`` run of that network (``test_results.json`` under
+  ``--results``, matched as the tables match them). A network without such a run has no accuracy of
+  ours: it is marked on the MACs axis only, and the figure says how many are.
+
+Settings that two tables share, such as ``(16, 16)`` in Tables 7 and 8, are one network here. The
+paper gives them different figures, so both of the paper's points are drawn.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mgic_geo.experiments.image_tables import RESULTS, TABLES, image_table
+
+TABLES_OF_FIGURE = ("2", "7", "8")
+
+
+def figure3_points(*, results: str | Path | None = None) -> list[dict]:
+    """One entry per network of Tables 2, 7 and 8, in table order: ``label``, ``paper_macs`` and
+    ``paper_accuracy`` (lists: the paper may report a network twice), ``macs`` (ours, M) and
+    ``accuracy`` (ours in percent, or ``None`` without a test run)."""
+    points: dict[tuple, dict] = {}
+    for table in TABLES_OF_FIGURE:
+        _, rows = image_table(table, results=results if results is not None else RESULTS[table])
+        for row, (_, model, kwargs, *_paper) in zip(rows, TABLES[table][4]):
+            key = (model, tuple(sorted((kwargs.get("mgic") or {}).items())))
+            label = "ResNet-56" if model == "resnet56" else _setting(kwargs)
+            entry = points.setdefault(key, {"label": label, "paper_macs": [], "paper_accuracy": [],
+                                            "macs": row["MACs [M] ours"], "accuracy": None})
+            paper = (row["FLOPs [M] paper"], row["accuracy [%] paper"])
+            if paper not in zip(entry["paper_macs"], entry["paper_accuracy"]):  # Tables 2 and 8 repeat (8, 16)
+                entry["paper_macs"].append(paper[0])
+                entry["paper_accuracy"].append(paper[1])
+            if row["accuracy [%] ours"] != "no run":
+                entry["accuracy"] = float(row["accuracy [%] ours"])
+    return list(points.values())
+
+
+def _setting(kwargs: dict) -> str:
+    mgic = kwargs.get("mgic") or {}
+    return f"MGIC (s_g={mgic.get('group_size')}, s_c={mgic.get('coarsest')})"
+
+
+def plot_figure3(points: list[dict], out: str | Path) -> Path:
+    """Draw :func:`figure3_points` into the PNG ``out`` (folders are created)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(10, 5.5))
+    for index, point in enumerate(points):
+        colour = f"C{index % 10}"
+        axes.scatter(point["paper_macs"], point["paper_accuracy"], marker="o", color=colour, s=45,
+                     label=f"{point['label']}")
+        for macs, accuracy in zip(point["paper_macs"], point["paper_accuracy"]):
+            axes.annotate("paper", (macs, accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if point["accuracy"] is not None:
+            axes.scatter([point["macs"]], [point["accuracy"]], marker="s", color=colour, s=45)
+            axes.annotate("ours", (point["macs"], point["accuracy"]), textcoords="offset points", xytext=(4, -10),
+                          fontsize=7)
+        else:
+            axes.axvline(point["macs"], color=colour, linestyle=":", linewidth=1)
+            axes.plot([point["macs"]], [0], marker="^", color=colour, transform=axes.get_xaxis_transform(),
+                      clip_on=False, markersize=8)
+    missing = sum(point["accuracy"] is None for point in points)
+    title = "Figure 3: CIFAR-10 accuracy vs MACs, ResNet-56 family\n(circles: paper; squares: ours)"
+    if missing:
+        title += (f"; {missing} of {len(points)} networks have no test run of ours:\ntheir measured MACs are marked on "
+                  "the MACs axis only (dotted lines, triangles)")
+    axes.set_title(title, fontsize=9)
+    axes.set_xlabel("MACs [M] (paper: its reported FLOPs; ours: measured, paper's level rule)")
+    axes.set_ylabel("CIFAR-10 test accuracy [%]")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default=None,
+                        help="folder searched for test_results.json of CIFAR-10 runs (default: outputs/cifar10)")
+    parser.add_argument("--out", default="outputs/figures/figure3.png", help="the PNG to write "
+                        "(default: outputs/figures/figure3.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    points = figure3_points(results=args.results)
+    path = plot_figure3(points, args.out)
+    for point in points:
+        ours = "no run" if point["accuracy"] is None else f"{point['accuracy']:.1f} %"
+        paper = ", ".join(f"{m} M / {a} %" for m, a in zip(point["paper_macs"], point["paper_accuracy"]))
+        print(f"{point['label']}: paper {paper}; ours {point['macs']} M / {ours}")
+    print(f"wrote {path}")
+    return 0
