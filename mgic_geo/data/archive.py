@@ -189,6 +189,19 @@ def _check_tar(archive: Path, handle: tarfile.TarFile) -> tuple[list[tarfile.Tar
     return members, sum(m.size for m in members if m.isfile())
 
 
+def _checked_member(archive: Path, member) -> str:
+    """``member`` (a folder inside the archive) checked as the archive's members are, as ``a/b``."""
+    if not isinstance(member, str):
+        raise ValueError(f"archive {archive}: `member` must be the name of a folder inside it, got {type(member).__name__}")
+    why = _member_problem(member)
+    parts = [part for part in re.split(r"[/\\]", member) if part not in ("", ".")]
+    if why is None and not parts:
+        why = "names no folder inside the archive"
+    if why:
+        raise ValueError(f"archive {archive}: refused `member`={member!r}: it {why}; nothing was extracted")
+    return "/".join(parts)
+
+
 def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, member: str | None = None) -> Path:
     """Safely extract a zip or tar(.gz/.bz2/.xz) archive (the format is told from the content).
 
@@ -196,7 +209,9 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, membe
         archive (str | os.PathLike): the archive file; a ``.part`` file (an unfinished download) is refused.
         destination (str | os.PathLike): the folder to create; it must not exist yet.
         member (str | None): the folder inside the archive that becomes ``destination`` (e.g. ``"ModelNet10"``);
-            ``None``: the whole archive does. Whatever else the archive holds is dropped.
+            ``None``: the whole archive does. Whatever else the archive holds is dropped. It is checked as the
+            archive's members are, before anything is read: no ``..``, no absolute path or drive letter, and
+            it must name a folder the archive holds.
 
     Returns:
         Path: ``destination``.
@@ -204,7 +219,8 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, membe
     Raises:
         ValueError: naming the archive (and the member) for a ``.part`` file, an unknown format,
             a truncated or corrupt archive, a member that escapes the target folder, a link or special file,
-            a missing ``member`` folder, or more data than the disk has room for.
+            a ``member`` that escapes the archive or that it does not hold, or more data than the disk has
+            room for.
         FileExistsError: when ``destination`` exists.
     """
     archive, destination = Path(archive), Path(destination)
@@ -214,6 +230,8 @@ def extract(archive: str | os.PathLike, destination: str | os.PathLike, *, membe
         raise FileExistsError(f"extract {archive}: the destination {destination} exists already")
     if not archive.is_file():
         raise ValueError(f"archive {archive}: no such file")
+    if member is not None:
+        member = _checked_member(archive, member)
     destination.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.extract-", dir=destination.parent))
     content = scratch / "content"  # made with the usual permissions, unlike mkdtemp's private 0o700

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from mgic_geo.data.errors import check_data_file
 from mgic_geo.data.readers import DataFileError
 
 CIFAR10_ARCHIVE_DIR = "cifar-10-batches-py"
@@ -140,9 +141,10 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: Path) -> dict:
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"CIFAR-10 archive: missing file {str(path)!r}\n"
                          + CIFAR10_LAYOUT.format(root=path.parent.parent))
+    check_data_file(path)  # a regular file within the size limit, checked before it is opened
     try:
         raw = path.read_bytes()
         # The unpickler allocates the length a BINBYTES8/BINUNICODE8/... opcode claims before reading it,

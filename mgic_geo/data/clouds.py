@@ -16,6 +16,7 @@ depend on the seed and the position in the stream only.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -38,9 +39,13 @@ def read_cloud(path: str | os.PathLike, num_points: int, *, seed: int = 0, index
     Args:
         seed (int): with ``index``, seeds the draw (the same file at the same index gives the same cloud).
         min_points (int): a point-cloud file with fewer points is an error (repeats would only pad it).
+            One with at least ``min_points`` but fewer than ``num_points`` is padded with random repeats
+            of its points, with a ``UserWarning`` naming the file and the count.
 
     Raises:
-        ValueError: naming the file, for a file the readers reject or with too few points.
+        ValueError: naming the file, for a file the readers reject (including, before it is opened, one that
+            is not a regular file or is larger than :func:`~mgic_geo.data.errors.max_file_bytes`) or with too
+            few points.
     """
     from mgic_geo.data.modelnet import sample_cloud, shape_seed
     from mgic_geo.data.readers import read_shape
@@ -49,6 +54,10 @@ def read_cloud(path: str | os.PathLike, num_points: int, *, seed: int = 0, index
     if "face" not in shape and len(shape["pos"]) < min_points:
         raise ValueError(f"{path}: has {len(shape['pos'])} points; the model needs at least {min_points} (its "
                          f"k={min_points - 1} neighbours plus the point itself)")
+    if "face" not in shape and len(shape["pos"]) < num_points:  # kept, as the data module keeps it, but said
+        count = len(shape["pos"])
+        warnings.warn(f"{path}: has {count} points, fewer than num_points={num_points}; its cloud is all {count} "
+                      f"points plus {num_points - count} random repeats", UserWarning, stacklevel=2)
     return sample_cloud(shape, num_points, seed=shape_seed(seed, index)).pos
 
 

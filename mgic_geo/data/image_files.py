@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 from torchvision.datasets import ImageFolder
 
+from mgic_geo.data.errors import check_data_file
 from mgic_geo.data.readers import DataFileError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -37,7 +38,10 @@ def load_image(path: str | Path) -> Image.Image:
             unreadable, not a PNG or JPEG, truncated or corrupt, or claims more pixels than PIL's
             decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``; PIL only warns below twice that) or, for
             a PNG, more than its file size can hold; such images are refused before their pixels are allocated.
+            Before the file is opened: a path that is not a regular file (a FIFO, a device) or is larger than
+            :func:`~mgic_geo.data.errors.max_file_bytes`.
     """
+    check_data_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -11,8 +11,9 @@ Sampling and seeding:
 
 - a mesh gives ``num_points`` points drawn on its faces with probability proportional to area (PyG's
   ``SamplePoints``); a point-cloud file gives ``num_points`` of its points, without replacement, or
-  all of them plus random repeats when it has fewer (PyG's ``FixedPoints``). Either cloud is then
-  centred on its centroid and scaled into the unit sphere (:class:`NormalizeUnitSphere`);
+  all of them plus random repeats when it has fewer (PyG's ``FixedPoints``; :meth:`ModelNet10DataModule.setup`
+  warns once for each such file, naming it and its count). Either cloud is then centred on its centroid
+  and scaled into the unit sphere (:class:`NormalizeUnitSphere`);
 - test and validation clouds are drawn under a private generator state seeded from ``seed`` and the
   shape's index in its split, without augmentation, so they are identical across epochs, runs and
   datamodules (with the same split);
@@ -68,8 +69,9 @@ def sample_cloud(shape: dict[str, Tensor], num_points: int, *, seed: int | None 
     """``num_points`` points of a parsed shape (:func:`~mgic_geo.data.readers.read_shape`), centred
     and scaled into the unit sphere, as ``Data(pos=[num_points, 3])``: a mesh is sampled on its
     faces with probability proportional to area (PyG's ``SamplePoints``); a point cloud gives
-    ``num_points`` of its points without replacement, or all of them plus repeats when it has fewer
-    (``FixedPoints``). ``seed=None`` draws from torch's global generator; an integer draws under a
+    ``num_points`` of its points without replacement, or all of them plus random repeats when it has
+    fewer (``FixedPoints``; this function pads silently, :meth:`ModelNet10DataModule.setup` warns once per
+    such file). ``seed=None`` draws from torch's global generator; an integer draws under a
     private generator state seeded with it, leaving the global one untouched."""
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
@@ -138,7 +140,9 @@ class ModelNet10DataModule(BaseDataModule):
         source (str): ``"auto"`` (tell meshes from point-cloud files by what is under ``root``),
             ``"meshes"`` (``.off``), ``"points"`` (``.pcd .ply .xyz .pts .txt .npy``) or ``"synthetic"``
             (write :func:`write_synthetic_modelnet` shapes into ``root`` if missing, read them as meshes).
-        num_points (int): points per cloud.
+        num_points (int): points per cloud. A point-cloud file with fewer points gives all of them plus
+            random repeats (a mesh is sampled on its faces, so it never falls short); :meth:`setup` warns once
+            for each such file, naming it and its point count (not again for later epochs or stages).
         batch_size (int): clouds per batch; the training loader drops the last incomplete batch (for
             BatchNorm), so it must not exceed the number of training shapes.
         num_workers (int): ``DataLoader`` worker processes (0: load in the main process).
@@ -224,6 +228,7 @@ class ModelNet10DataModule(BaseDataModule):
         self.train_set: ModelNetShapes | None = None
         self.val_set: ModelNetShapes | None = None
         self.test_set: ModelNetShapes | None = None
+        self._warned_short: set[Path] = set()  # point-cloud files already reported as padded with repeats
 
     @property
     def num_classes(self) -> int:
@@ -309,7 +314,9 @@ class ModelNet10DataModule(BaseDataModule):
         """Build the training and validation splits (``stage`` ``"fit"`` or ``None``), the validation
         split (``"validate"``) and, at every stage, the test split when the root has one (so a bad
         test file is reported before training). ``"test"`` (or ``"predict"``) on a root without
-        ``<class>/test/`` folders raises a ``ValueError`` naming them."""
+        ``<class>/test/`` folders raises a ``ValueError`` naming them. A point-cloud file with fewer than
+        ``num_points`` points is padded with repeats when sampled; each such file gets one warning here,
+        naming it and its count."""
         layout = self._find()
         splits = [s for s in self._stage_splits(stage) if getattr(self, f"{s}_set") is None]
         bad: list[ValueError] = []
@@ -325,6 +332,8 @@ class ModelNet10DataModule(BaseDataModule):
             if empty:
                 raise ValueError(f"no readable {split} shapes left under {str(layout.data_dir)!r} for class(es) "
                                  f"{', '.join(empty)} after dropping bad files")
+        if layout.source == "points":
+            self._warn_short([file for good in files.values() for file, _ in good])
         if "train" in files:
             self.check_train_size(len(files["train"]))
             self.train_set = ModelNetShapes(files["train"], self.cache, self.num_points, transform=self.train_transform)
@@ -332,3 +341,14 @@ class ModelNet10DataModule(BaseDataModule):
             self.val_set = ModelNetShapes(files["val"], self.cache, self.num_points, seed=self.seed)
         if "test" in files:
             self.test_set = ModelNetShapes(files["test"], self.cache, self.num_points, seed=self.seed)
+
+    def _warn_short(self, files: list[Path]) -> None:
+        """One warning for each point-cloud file with fewer than ``num_points`` points not reported before."""
+        for file in files:
+            if file in self._warned_short:
+                continue
+            count = self.cache.num_points(file)
+            if count < self.num_points:
+                self._warned_short.add(file)
+                warnings.warn(f"{file}: has {count} points, fewer than num_points={self.num_points}; its clouds are "
+                              f"all {count} points plus {self.num_points - count} random repeats", stacklevel=3)

@@ -1,5 +1,5 @@
-"""Checks of PCD and PLY headers against their formats and the bytes the file holds, made before open3d
-sees a file (:func:`~mgic_geo.data.readers.read_points`)."""
+"""Checks of PCD and PLY headers against their formats and the bytes the file holds, and of ASCII
+bodies (every value a number), made before open3d sees a file (:func:`~mgic_geo.data.readers.read_points`)."""
 from __future__ import annotations
 
 import re
@@ -22,6 +22,37 @@ PLY_TYPES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 
              "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
 PLY_FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
 MAX_COUNT = 2**31 - 1  # open3d and rply keep counts in C ints
+# A decimal number as C's strtod reads it (no hex), or nan/inf: open3d reads a PCD value such as 'abc' as 0,
+# silently, so ASCII bodies are checked here.
+NUMBER = r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[nN][aA][nN]|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)"
+_ROW = re.compile(rf"\s*(?:{NUMBER}(?:\s+{NUMBER})*)?\s*", re.ASCII)
+_NUMBER = re.compile(NUMBER, re.ASCII)
+
+
+def first_non_number(lines, first: int = 1) -> tuple[int, str, str] | None:
+    """``(line number, token, line)`` of the first whitespace-separated token of ``lines`` (strings,
+    numbered from ``first``) that is not a decimal number (or nan/inf); ``None`` when all are numbers."""
+    for number, line in enumerate(lines, first):
+        if not _ROW.fullmatch(line):
+            token = next((t for t in line.split() if not _NUMBER.fullmatch(t)), line)
+            return number, token, line
+    return None
+
+
+def non_number_problem(path: Path, found: tuple[int, str, str], prefix: str = ""):
+    """The error for a ``found`` of :func:`first_non_number`, naming the file and the line:
+    ``"<path>: <prefix>line <n>: '<token>' is not a number (the line is '<line>')"``."""
+    number, token, line = found
+    return _problem(path, f"{prefix}line {number}: {token[:40]!r} is not a number (the line is {line.strip()[:80]!r})")
+
+
+def _check_ascii_body(path: Path, offset: int, lines_before: int) -> None:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        body = handle.read().decode("latin-1")
+    found = first_non_number(body.split("\n"), lines_before + 1)
+    if found is not None:
+        raise non_number_problem(path, found)
 
 
 def _count(path: Path, keyword: str, token: str, minimum: int = 0) -> int:
@@ -60,8 +91,8 @@ def pcd_has_keywords(path: Path) -> bool:
 
 
 def check_pcd(path: Path) -> tuple[int, int | None]:
-    """Check a PCD header against the PCD v0.7 format and the file's size; the announced point count
-    and, for ASCII data, the number of values in each row."""
+    """Check a PCD header against the PCD v0.7 format and the file's size, and that every value of an
+    ASCII body is a number; the announced point count and, for ASCII data, the number of values in each row."""
     lines, offset = _header_lines(path, "DATA")
     header: dict[str, list[str]] = {}
     for number, tokens in enumerate(lines, 1):
@@ -116,11 +147,14 @@ def check_pcd(path: Path) -> tuple[int, int | None]:
     if needed > available:
         raise _problem(path, f"is truncated: the header announces {what} ({needed} bytes at least), the file holds "
                              f"{available} bytes after its header")
+    if data == "ascii":
+        _check_ascii_body(path, offset, len(lines))
     return points, row_values if data == "ascii" else None
 
 
 def check_ply(path: Path) -> int:
-    """Check a PLY header (as rply reads it) against the file's size; the announced vertex count."""
+    """Check a PLY header (as rply reads it) against the file's size, and that every value of an ASCII
+    body is a number; the announced vertex count."""
     lines, offset = _header_lines(path, "end_header")
     if lines[0] != ["ply"]:
         raise _problem(path, f"bad header: the first line must be 'ply', got {' '.join(lines[0])[:40]!r}")
@@ -158,4 +192,6 @@ def check_ply(path: Path) -> int:
     if needed > available:
         raise _problem(path, f"is truncated: the header announces {', '.join(f'{c} {n}' for n, c, _ in elements)} "
                              f"({needed} bytes at least), the file holds {available} bytes after its header")
+    if not binary:
+        _check_ascii_body(path, offset, len(lines))
     return vertex[1]

@@ -1,7 +1,10 @@
 """Readers for one shape file: OFF meshes and point-cloud files.
 
 Every reader either returns exactly what the file holds or raises :class:`DataFileError` (a
-``ValueError``) naming the file and the problem; none of them changes the file. Any byte string gives
+``ValueError``) naming the file and the problem; none of them changes the file. Before a file is
+opened, :func:`~mgic_geo.data.errors.check_data_file` checks that it is a regular file (a symlink to
+one is fine; a FIFO or device is refused, never opened) no larger than
+:func:`~mgic_geo.data.errors.max_file_bytes` (256 MiB, ``$MGIC_MAX_FILE_BYTES`` changes it). Any byte string gives
 one or the other (``tests/data/test_fuzz_readers.py`` fuzzes them): no header count is trusted before
 it is checked against the bytes the file holds, so a header claiming 10**12 points is refused before
 anything is allocated for them.
@@ -15,7 +18,8 @@ anything is allocated for them.
   interpreter on some PCD headers (a COUNT of -1) and allocates whatever count a header claims. open3d
   prints a warning instead of raising on a broken file and may still return points (a truncated PLY
   gives its full count, a truncated ASCII PCD gives uninitialised rows), so its console output is
-  captured and any warning becomes an error, and the point count is checked against the header.
+  captured and any warning becomes an error, and the point count is checked against the header. ASCII
+  bodies are checked here first: every value must be a number (open3d reads a PCD value ``abc`` as 0).
 - ``.xyz``, ``.pts`` and ``.txt`` (ModelNet-40-resampled style: comma or space separated, maybe with
   normals) are read with numpy, first three columns. open3d silently skips malformed rows of these,
   and it misreads ``.pts`` files that lack the leading point-count line. ``.npy`` needs an ``[N, >=3]``
@@ -36,9 +40,10 @@ import torch
 from torch import Tensor
 
 from mgic_geo.data.errors import DataFileError  # noqa: F401  (raised by every reader, importable from here)
+from mgic_geo.data.errors import check_data_file
 from mgic_geo.data.errors import problem as _problem
 from mgic_geo.data.layout import MESH_EXTENSIONS, POINT_EXTENSIONS
-from mgic_geo.data.point_headers import check_pcd, check_ply, pcd_has_keywords
+from mgic_geo.data.point_headers import check_pcd, check_ply, first_non_number, non_number_problem, pcd_has_keywords
 
 
 def _fan(row: str, number: int) -> list[str]:
@@ -69,11 +74,13 @@ def read_mesh(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
     Raises:
         DataFileError: (a ``ValueError``) naming the file, for a file that is not OFF text, a bad
             header, fewer or more rows than the header announces, a malformed row, NaN/inf coordinates, a
-            face index out of range, or a mesh without area.
+            face index out of range, or a mesh without area; or, before it is opened, for a path that is not a
+            regular file (a FIFO, a device) or is larger than :func:`~mgic_geo.data.errors.max_file_bytes`.
     """
     from torch_geometric.io.off import parse_off
 
     path = Path(path)
+    check_data_file(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -205,6 +212,10 @@ def _text_points(path: Path) -> np.ndarray:
     try:
         points = np.loadtxt(io.StringIO("\n".join(lines)), ndmin=2, dtype=np.float64)
     except ValueError as err:
+        # name the first line (as numbered in the file) holding something that is not a number, if any
+        found = first_non_number(line.split("#", 1)[0].replace(",", " ") for line in text.splitlines())
+        if found is not None:
+            raise non_number_problem(path, found, "is not a table of numbers: ") from None
         raise _problem(path, f"is not a table of numbers ({err})") from None
     if announced is not None and announced != len(points):
         raise _problem(path, f"the first line announces {announced} points, the file has {len(points)} rows")
@@ -252,15 +263,16 @@ def read_points(path: str | os.PathLike) -> Tensor:
 
     Raises:
         DataFileError: (a ``ValueError``) naming the file, for an unsupported extension, a malformed
-            or truncated file, no points, NaN/inf coordinates, or points that all coincide.
+            or truncated file, a value that is not a number (naming the line, for text files), no points,
+            NaN/inf coordinates, or points that all coincide; or, before it is opened, for a path that is not
+            a regular file (a FIFO, a device) or is larger than :func:`~mgic_geo.data.errors.max_file_bytes`.
         ImportError: for ``.pcd``/``.ply`` when open3d cannot be imported.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in POINT_EXTENSIONS:
         raise _problem(path, f"unsupported point-cloud extension {suffix!r}; expected one of {' '.join(POINT_EXTENSIONS)}")
-    if not path.is_file():
-        raise _problem(path, "no such file")
+    check_data_file(path)
     if suffix in (".pcd", ".ply"):
         points = _open3d_points(path)
     elif suffix == ".npy":
@@ -272,7 +284,7 @@ def read_points(path: str | os.PathLike) -> Tensor:
 
 def read_shape(path: str | os.PathLike) -> dict[str, Tensor]:
     """``{"pos", "face"}`` of a mesh (:func:`read_mesh`) or ``{"pos"}`` of a point cloud
-    (:func:`read_points`, float64), picked by the file's extension."""
+    (:func:`read_points`, float64), picked by the file's extension; :class:`DataFileError` as they raise it."""
     suffix = Path(path).suffix.lower()
     if suffix in MESH_EXTENSIONS:
         pos, face = read_mesh(path)

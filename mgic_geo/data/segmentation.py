@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mgic_geo.data.base import BaseDataModule
+from mgic_geo.data.errors import check_data_file
 from mgic_geo.data.image_files import is_image_file, load_image
 from mgic_geo.data.images import IMAGENET_MEAN, IMAGENET_STD
 from mgic_geo.validation import check_int
@@ -39,6 +40,7 @@ SEGMENTATION_LAYOUT = """expected:
 
 
 def _header_size(path: Path) -> tuple[int, int]:
+    check_data_file(path)
     try:
         with Image.open(path) as image:
             return image.size
@@ -84,7 +86,9 @@ def find_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
 
 def load_mask(path: str | Path, num_classes: int, ignore_index: int) -> np.ndarray:
     """An ``int64 [H, W]`` array of class indices; ``ValueError`` naming the file for an unreadable
-    or non-integer (not ``L``/``P``) mask, or values that are neither classes nor ``ignore_index``."""
+    or non-integer (not ``L``/``P``) mask, or values that are neither classes nor ``ignore_index``; before
+    it is opened, for a path that is not a regular file or is larger than :func:`~mgic_geo.data.errors.max_file_bytes`."""
+    check_data_file(path)
     try:
         with Image.open(path) as image:
             if image.mode not in ("L", "P"):

@@ -8,6 +8,12 @@ write it, otherwise a per-user folder (``$MGIC_CACHE_DIR/shapes/<hash>``, by def
 ``~/.cache/mgic_geo/shapes/<hash>``, ``<hash>`` from the resolved root path), so a shared read-only
 root is never written to, even by root. Where the cache cannot be written after all, the parsed
 shapes stay in memory, with one warning.
+
+Entries are checked when they are read back, as a fresh file would be: each carries the SHA-256 of its
+tensors, and its tensors must have the dtypes and shapes above, finite coordinates with some extent, and
+face indices within the vertices. An entry that fails (edited or damaged on disk, e.g. NaN positions,
+or unreadable) is rebuilt from its raw file, with a warning naming the entry. Entries written before
+the checksum was added are checked without it.
 """
 from __future__ import annotations
 
@@ -30,6 +36,45 @@ CACHE_ENV = "MGIC_CACHE_DIR"
 
 
 MEMORY_BYTES = 2**30  # parsed shapes a ShapeCache keeps in memory per process (ModelNet-10 train: 63 MB)
+CHECKSUM_KEY = "sha256"  # the entry's checksum of its tensors, stored beside them
+
+
+def checksum(shape: dict[str, Tensor]) -> str:
+    """The SHA-256 (hex) of a parsed shape's tensors: their names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(shape):
+        tensor = shape[key].contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def entry_problem(entry) -> str | None:
+    """What is wrong with a cache entry as ``torch.load`` read it, or ``None`` when it is a valid
+    parsed shape (module docstring): the keys ``pos`` (and ``face``), float32 ``pos [N, 3]`` with
+    N >= 1, finite and with some extent, int32 ``face [3, F]`` with F >= 1 and indices in ``0..N-1``,
+    and, when it carries one, a matching SHA-256."""
+    if not isinstance(entry, dict):
+        return f"it holds a {type(entry).__name__}, expected a dict of tensors"
+    keys = set(entry) - {CHECKSUM_KEY}
+    if keys not in ({"pos"}, {"pos", "face"}) or not all(isinstance(entry[k], Tensor) for k in keys):
+        return f"it holds the keys {sorted(map(str, entry))}, expected tensors 'pos' (and 'face')"
+    pos = entry["pos"]
+    if pos.dtype != torch.float32 or pos.dim() != 2 or pos.shape[1] != 3 or pos.shape[0] < 1:
+        return f"'pos' is {pos.dtype} of shape {tuple(pos.shape)}, expected float32 [N, 3] with N >= 1"
+    if not bool(torch.isfinite(pos).all()):
+        return f"'pos' has NaN or infinite coordinates ({int((~torch.isfinite(pos)).any(1).sum())} points)"
+    if float((pos.amax(0) - pos.amin(0)).max()) == 0:
+        return f"'pos' has no extent: all {len(pos)} points coincide"
+    if "face" in entry:
+        face = entry["face"]
+        if face.dtype != torch.int32 or face.dim() != 2 or face.shape[0] != 3 or face.shape[1] < 1:
+            return f"'face' is {face.dtype} of shape {tuple(face.shape)}, expected int32 [3, F] with F >= 1"
+        if int(face.min()) < 0 or int(face.max()) >= len(pos):
+            return f"'face' uses vertices {int(face.min())}..{int(face.max())}, the entry has 0..{len(pos) - 1}"
+    if CHECKSUM_KEY in entry and entry[CHECKSUM_KEY] != checksum({k: entry[k] for k in keys}):
+        return "its tensors do not match the SHA-256 stored with them (changed on disk)"
+    return None
 
 
 def writable_by_mode(folder: Path) -> bool:
@@ -108,7 +153,7 @@ class ShapeCache:
             for stale in entry.parent.glob(f"{glob.escape(file.name)}.*.pt"):  # earlier versions of this raw file
                 stale.unlink()
             partial = entry.with_name(f".{entry.name}.{os.getpid()}.partial")
-            torch.save(shape, partial)
+            torch.save({**shape, CHECKSUM_KEY: checksum(shape)}, partial)
             os.replace(partial, entry)  # atomic: parallel processes may write the same entry
         except OSError as err:
             if not self.warned:
@@ -122,18 +167,43 @@ class ShapeCache:
         if file not in self.memory and not self._entry(file).is_file():
             self._store(self._entry(file), file, self._parse(file))
 
+    def num_points(self, file: Path) -> int:
+        """The number of points (vertices, for a mesh) of ``file``'s parsed shape, read from the entry's
+        metadata without reading its data where possible (a memory-mapped ``torch.load``)."""
+        if file in self.memory:
+            return len(self.memory[file]["pos"])
+        entry = self._entry(file)
+        if entry in self.loaded:
+            return len(self.loaded[entry]["pos"])
+        if entry.is_file():  # never a FIFO or device
+            try:
+                return len(torch.load(entry, weights_only=True, mmap=True)["pos"])
+            except Exception:  # noqa: BLE001 (damaged: load() rebuilds it)
+                pass
+        return len(self.load(file)["pos"])
+
     def load(self, file: Path) -> dict[str, Tensor]:
-        """The parsed shape of ``file`` (parsed now if the cache lacks it)."""
+        """The parsed shape of ``file`` (parsed now if the cache lacks it; parsed again, with a warning
+        naming the entry, if its entry is unreadable or fails the checks of :func:`entry_problem`)."""
         if file in self.memory:
             return self.memory[file]
         entry = self._entry(file)
         if entry in self.loaded:
             return self.loaded[entry]
-        try:
-            shape = torch.load(entry, weights_only=True)
-        except Exception:  # missing or damaged cache entry: parse the raw file again
+        shape, problem = None, None
+        if entry.is_file():
+            try:
+                shape = torch.load(entry, weights_only=True)
+                problem = entry_problem(shape)
+            except Exception as err:  # noqa: BLE001 (a damaged file: torch.load raises many types)
+                problem = f"torch.load cannot read it ({type(err).__name__}: {str(err)[:200]})"
+        if shape is None or problem is not None:  # missing (parse it now) or damaged (parse it again)
+            if problem is not None:
+                warnings.warn(f"shape cache entry {entry} is damaged: {problem}; rebuilding it from {file}",
+                              stacklevel=2)
             shape = self._parse(file)
             self._store(entry, file, shape)
+        shape = {key: value for key, value in shape.items() if key != CHECKSUM_KEY}
         size = sum(t.numel() * t.element_size() for t in shape.values())
         if self.loaded_bytes + size <= MEMORY_BYTES:
             self.loaded[entry] = shape

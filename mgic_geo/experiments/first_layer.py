@@ -177,7 +177,10 @@ def resnet50_first_layer(checkpoint: str | Path) -> nn.Sequential:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types (pickle, zip, runtime) for a bad file
-        raise ValueError(f"`--resnet50-checkpoint` {str(path)!r} could not be read as a state_dict: {error}") from error
+        from mgic_geo.state_checks import load_error_message  # the one message, without torch's advice
+
+        reason = load_error_message(path, error, kind="state_dict file", plural="state_dict files")[len(f"{path}: "):]
+        raise ValueError(f"`--resnet50-checkpoint` {str(path)!r} could not be read as a state_dict: {reason}") from None
     if not isinstance(state, dict):
         raise ValueError(f"`--resnet50-checkpoint` {str(path)!r} holds a {type(state).__name__}, not a state_dict")
     missing = [key for key in RESNET50_KEYS if key not in state]

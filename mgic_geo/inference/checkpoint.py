@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from mgic_geo.state_checks import class_count_problem, hparams_shape_problem, load_error_message, unusable_weights
 
 
 def load_classifier(checkpoint_path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -25,8 +25,11 @@ def load_classifier(checkpoint_path: str | os.PathLike, *, map_location: str | t
 
     Raises:
         ValueError: naming the path, for a missing file, a file ``torch.load`` cannot read
-            with ``weights_only=True``, or a checkpoint that is not a PointCloudClassifier's (another
-            LightningModule, an image network, no hyperparameters or weights, weights of another shape).
+            with ``weights_only=True`` (:func:`~mgic_geo.state_checks.load_error_message`), a checkpoint
+            that is not a PointCloudClassifier's (another LightningModule, an image network, no
+            hyperparameters or weights, weights of another shape), weights holding NaN or inf (named), or
+            hyperparameters asking for more classes than :data:`~mgic_geo.state_checks.MAX_NUM_CLASSES`
+            or for a network the weights do not fit (checked on the ``meta`` device, before anything is built).
 
     Example (``ckpt`` being a checkpoint of ``mgic-geo fit``)::
 
@@ -43,15 +46,10 @@ def load_classifier(checkpoint_path: str | os.PathLike, *, map_location: str | t
         raise ValueError(f"{path}: is a directory, expected a checkpoint file (e.g. checkpoints/last.ckpt)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # UnpicklingError, RuntimeError, EOFError, zipfile errors ... for a non-checkpoint
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        if refused:
-            raise ValueError(f"{path}: torch.load(weights_only=True) refuses it: it holds a {refused[1]} object, and a "
-                             "checkpoint may hold only tensors and plain containers (nothing else is unpickled)") from None
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = "not a zip archive as torch.save writes" if not zipfile.is_zipfile(path) else \
-            f"{type(err).__name__}: {lines[-1] if lines else 'no details'}"
-        raise ValueError(f"{path}: is not a checkpoint torch.load can read ({detail})") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from None
+    except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ... for a file that is not a checkpoint
+        raise ValueError(load_error_message(path, err, kind="checkpoint", plural="checkpoints")) from None
     not_ours = f"{path}: is not a PointCloudClassifier checkpoint"
     if not isinstance(state, dict) or not isinstance(state.get("hyper_parameters"), dict) \
             or not isinstance(state.get("state_dict"), dict):
@@ -71,9 +69,23 @@ def load_classifier(checkpoint_path: str | os.PathLike, *, map_location: str | t
         raise ValueError(f"{not_ours}: its model {name!r} is a network for {model_task(name).replace('_', ' ')}")
     from mgic_geo.training.module import PointCloudClassifier
 
+    problem = unusable_weights(path, state["state_dict"])  # NaN or inf, or more elements than the file stores
+    if problem:
+        raise ValueError(problem)
     accepted = inspect.signature(PointCloudClassifier.__init__).parameters
+    arguments = {key: value for key, value in hparams.items() if key in accepted}
+    # the sizes the hyperparameters ask for, checked against the weights before anything is built
+    problem = class_count_problem(arguments)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    defaults = {key: parameter.default for key, parameter in accepted.items()
+                if parameter.default is not inspect.Parameter.empty}
+    problem = hparams_shape_problem({**defaults, **arguments}, state["state_dict"])
+    if problem:
+        raise ValueError(f"{path}: its weights do not fit {name!r} built from its hyperparameters: {problem}; "
+                         "nothing was built")
     try:
-        classifier = PointCloudClassifier(**{key: value for key, value in hparams.items() if key in accepted})
+        classifier = PointCloudClassifier(**arguments)
     except ValueError as err:
         raise ValueError(f"{path}: its hyperparameters do not build a PointCloudClassifier: {err}") from None
     try:

@@ -12,6 +12,15 @@ Command line (``--model`` is an untrained network, for load tests without a chec
     mgic-geo predict --model mgic_diffgcn --synthetic 1000 --check-memory --check-equal 64
     mgic-geo predict --ckpt last.ckpt --inputs 'datasets/modelnet10/*/test/*.off' --render 8 --render-out clouds.png
 
+Bad input files: without ``--skip-bad`` the run stops at the first file that cannot be read (or has
+fewer points than the model's k + 1); the clouds before it are still predicted, and their rows are
+kept in ``<out stem>.partial.csv`` beside ``--out`` (``--out`` itself is written only by a complete
+run), as the error says; exit status 2. ``--skip-bad`` skips such files and goes on: each is reported
+on stderr as it is skipped and listed with its reason in ``<out stem>.skipped.csv`` (columns ``file,reason``),
+and the exit status is 3. Exit status: 0 when every input was predicted (and ``--check-equal`` found
+equal logits), 1 when ``--check-equal`` found a difference, 2 for an error, 3 when files were skipped.
+A complete run removes a ``.partial.csv`` or ``.skipped.csv`` of an earlier run with the same ``--out``.
+
 ``--render N`` draws the first N clouds (matplotlib, no display needed) titled ``pred: <class>`` and,
 where the true class is known, ``true: <class>`` in green (right) or red (wrong): for files in ModelNet's
 layout ``<class>/<split>/<file>`` whose class folder is a class name, and for ``--synthetic`` clouds
@@ -55,19 +64,30 @@ EQUAL_ATOL = 1e-4
 EQUAL_RTOL = 1e-4
 # Clouds whose statistics the BatchNorms of an untrained --model take (set_batchnorm_statistics).
 CALIBRATION_CLOUDS = 32
+# The exit status of a run that skipped bad input files (--skip-bad) but predicted all others.
+EXIT_SKIPPED = 3
+
+
+def side_files(out: str | Path) -> tuple[Path, Path]:
+    """``(<out stem>.partial.csv, <out stem>.skipped.csv)`` beside ``out``: the rows predicted before a
+    bad file stopped the run, and the files ``--skip-bad`` skipped."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial.csv"), out.with_name(f"{out.stem}.skipped.csv")
 
 
 def input_files(inputs: str) -> list[Path]:
     """The files of ``--inputs``: every mesh or point-cloud file under a folder (recursively), or
-    the files a glob pattern matches, sorted; ``ValueError`` naming ``inputs`` when there are none."""
+    the files a glob pattern matches, sorted; ``ValueError`` naming ``inputs`` when there are none.
+    Entries that are not folders count, whatever they are (a FIFO, a device, a broken link), so that
+    reading reports them (:func:`~mgic_geo.data.errors.check_data_file`) instead of leaving them out silently."""
     extensions = MESH_EXTENSIONS + POINT_EXTENSIONS
     root = Path(inputs)
     if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and not p.is_dir())
         if not files:
             raise ValueError(f"`--inputs` {inputs}: no mesh or point-cloud files ({' '.join(extensions)}) in this folder")
         return files
-    files = sorted(Path(p) for p in glob.glob(inputs, recursive=True) if Path(p).is_file())
+    files = sorted(Path(p) for p in glob.glob(inputs, recursive=True) if not Path(p).is_dir())
     if not files:
         what = "no such file or folder" if not glob.has_magic(inputs) else "the pattern matches no file"
         raise ValueError(f"`--inputs` {inputs}: {what}; expected a folder or a glob of mesh or point-cloud files "
@@ -106,6 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "predicted and, where known, true class (default: 0, off)")
     parser.add_argument("--render-out", default=None, metavar="PATH",
                         help="the picture of --render (default: --out with the suffix .png)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip input files that cannot be read (or have too few points), listing them with the "
+                             "reason in <out stem>.skipped.csv, exit status 3; without it the run stops at the first "
+                             "one, keeping the rows before it in <out stem>.partial.csv")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -205,6 +229,8 @@ def _run(args: argparse.Namespace) -> int:
     names: collections.deque[str] = collections.deque()  # the names of the clouds in flight: one batch at most
     # [cloud, name, true class or None, predicted class] of the first --render clouds only
     shown: list[list] = []
+    skipped: list[tuple[str, str]] = []  # (file, reason) of the bad files --skip-bad skipped
+    failure: list[ValueError] = []  # the bad file that stopped the run (without --skip-bad)
 
     def clouds() -> Iterator[Tensor]:
         if files is None:
@@ -214,10 +240,19 @@ def _run(args: argparse.Namespace) -> int:
                     shown.append([cloud, names[-1], index % len(CLASSES) if names_of_classes else None])
                 yield cloud
         else:
-            for index, file in enumerate(files):
-                cloud = read_cloud(file, num_points, seed=args.seed, index=index, min_points=least)
+            for index, file in enumerate(files):  # the index seeds the draw, skipped files or not
+                try:
+                    cloud = read_cloud(file, num_points, seed=args.seed, index=index, min_points=least)
+                except ValueError as err:  # a bad file: the readers' messages start with its path
+                    if not args.skip_bad:
+                        failure.append(err)
+                        return  # end the stream: the clouds before this file are still predicted and written
+                    reason = str(err).removeprefix(f"{file}: ")
+                    skipped.append((str(file), reason))
+                    print(f"mgic-geo: skipped {file}: {reason}", file=sys.stderr)
+                    continue
                 names.append(str(file))
-                if index < args.render:
+                if len(shown) < args.render:
                     shown.append([cloud, file.name, true_class(file, names_of_classes)])
                 yield cloud
 
@@ -249,6 +284,29 @@ def _run(args: argparse.Namespace) -> int:
                     bar.update(done - bar.n)
                     if monitor is not None:
                         monitor.after_batch(-(-done // args.batch_size), done, last=done == total)
+            if done != total and not failure:  # files were skipped: the last batch was not seen above
+                handle.flush()
+                bar.update(done - bar.n)
+                if monitor is not None:
+                    monitor.after_batch(-(-done // args.batch_size), done, last=True)
+        kept_rows, skipped_list = side_files(out)
+        if failure:
+            if done:
+                os.replace(partial, kept_rows)
+                saved = f"the {done} row(s) predicted before it are kept in {kept_rows}"
+            else:
+                saved = "no cloud was predicted before it"
+            raise ValueError(f"{failure[0]}\n  stopped at this file (input {done + 1} of {total}): {saved}; {out} was "
+                             "not written (--skip-bad skips bad files and goes on)")
+        for stale in (kept_rows, skipped_list):  # side files of an earlier run with this --out
+            if stale.is_file():
+                stale.unlink()
+        if skipped:
+            with open(skipped_list, "w", newline="") as side:
+                csv.writer(side).writerows([("file", "reason"), *skipped])
+            if not done:
+                raise ValueError(f"none of the {total} input files could be read, so {out} was not written; each is "
+                                 f"listed with the reason in {skipped_list} (the first: {skipped[0][0]}: {skipped[0][1]})")
         os.replace(partial, out)
         elapsed = time.perf_counter() - started
         threads = torch.get_num_threads()
@@ -264,9 +322,11 @@ def _run(args: argparse.Namespace) -> int:
             known = sum(t is not None for _, _, t, _ in shown)
             print(f"wrote {picture} ({len(shown)} clouds drawn; "
                   f"{f'{right} of {known} with a known class right' if known else 'true classes unknown'})")
-        if args.check_equal:
-            return _check_equal(model, kept, args.batch_size, device)
-        return 0
+        if skipped:
+            print(f"skipped {len(skipped)} of {total} input files that could not be read, listed with the reason in "
+                  f"{skipped_list} (exit status {EXIT_SKIPPED})")
+        status = _check_equal(model, kept, args.batch_size, device) if args.check_equal else 0
+        return status or (EXIT_SKIPPED if skipped else 0)
     finally:
         if partial.exists():
             partial.unlink()

@@ -16,6 +16,7 @@ from torch_geometric.utils import scatter
 
 from mgic_geo.nn import cost
 from mgic_geo.nn.graph_operator import SparseMatrix
+from mgic_geo.nn.inputs import check_features
 from mgic_geo.nn.knn import knn_graph, regular_degree
 
 
@@ -30,13 +31,20 @@ class Clouds:
     device: torch.device
 
     @classmethod
-    def of(cls, pos: Tensor, batch: Tensor | None, cloud_size: int | None = None) -> Clouds:
-        if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape[1] != 3 or not pos.is_floating_point():
+    def of(cls, pos: Tensor, batch: Tensor | None, cloud_size: int | None = None, *,
+           model: torch.nn.Module | None = None) -> Clouds:
+        """The clouds of ``pos`` and ``batch``; with ``model``, ``pos`` is checked against its
+        parameters' dtype and device too (:func:`~mgic_geo.nn.inputs.check_features`)."""
+        if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.shape[1] != 3:
             shape = tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__
             raise ValueError(f"`pos` must be a floating-point [N, 3] tensor, got {shape}")
         points = pos.shape[0]
         if points == 0:
             raise ValueError("`pos` holds no points: every cloud needs at least one")
+        if model is not None:
+            check_features(type(model).__name__, "pos", pos, model)
+        if not pos.is_floating_point():
+            raise ValueError(f"`pos` must be a floating-point [N, 3] tensor, got dtype {pos.dtype}")
         if batch is not None and (not isinstance(batch, Tensor) or batch.shape != (points,) or batch.is_floating_point()):
             shape = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
             raise ValueError(f"`batch` must be an integer vector with one entry per point ({points}), got {shape}")

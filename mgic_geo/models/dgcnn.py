@@ -53,6 +53,10 @@ class DGCNN(nn.Module):
     Shapes:
         - **input:** positions :math:`(N, 3)`, batch :math:`(N,)` (sorted)
         - **output:** logits :math:`(B, \text{num_classes})`
+
+    ``pos`` must be floating point in the network's dtype and on its device (any dtype under
+    ``torch.autocast``), with at least one point: anything else raises a ``ValueError`` naming the
+    network (:mod:`mgic_geo.nn.inputs`).
     """
 
     def __init__(
@@ -94,7 +98,7 @@ class DGCNN(nn.Module):
         self.head = classifier(2 * embedding, hidden, num_classes, dropout=dropout, **layers)
 
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
-        clouds = Clouds.of(pos, batch, self.num_points)
+        clouds = Clouds.of(pos, batch, self.num_points, model=self)
         x, features = pos, []
         for layer in self.layers:
             if isinstance(layer, DynamicEdgeConvNormAct):
@@ -132,7 +136,7 @@ class PyGExampleDGCNN(nn.Module):
         self.mlp = MLP([1024, 512, 256, num_classes], dropout=0.5, norm=None)
 
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
-        clouds = Clouds.of(pos, batch, self.num_points)
+        clouds = Clouds.of(pos, batch, self.num_points, model=self)
         x1 = self.conv1(pos, knn_graph(pos, self.k, clouds.batch, cloud_size=clouds.size))
         x2 = self.conv2(x1, knn_graph(x1, self.k, clouds.batch, cloud_size=clouds.size))
         out = self.lin1(torch.cat([x1, x2], dim=1))

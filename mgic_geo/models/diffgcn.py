@@ -82,6 +82,10 @@ class DiffGCNNet(nn.Module):
     Shapes:
         - **input:** positions :math:`(N, 3)`, batch :math:`(N,)` (sorted)
         - **output:** logits :math:`(B, \text{num_classes})`
+
+    ``pos`` must be floating point in the network's dtype and on its device (any dtype under
+    ``torch.autocast``), with at least one point: anything else raises a ``ValueError`` naming the
+    network (:mod:`mgic_geo.nn.inputs`).
     """
 
     def __init__(
@@ -125,7 +129,7 @@ class DiffGCNNet(nn.Module):
         self.head = classifier(2 * widths[-1], hidden, num_classes, dropout=dropout, **layers)
 
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
-        clouds = Clouds.of(pos, batch, self.num_points)
+        clouds = Clouds.of(pos, batch, self.num_points, model=self)
         graph = clouds.knn(pos, self.k)
         operator = self._operator(pos, graph, clouds)  # shared by the stem and the first stage's block
         x = self.stem(pos, pos, graph, k=clouds.regular_degree(self.k), operator=operator)

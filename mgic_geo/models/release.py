@@ -57,6 +57,7 @@ from mgic_geo.models.weights import (
     sha256_of,
     state_dict_mismatch,
 )
+from mgic_geo.state_checks import follow_umask
 
 # what a release file keeps of a Lightning checkpoint
 KEPT = ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "hparams_name", "hyper_parameters",
@@ -276,6 +277,7 @@ def _write_atomically(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
+        follow_umask(handle)  # mkstemp makes it 0600; a plain open follows the umask
         with os.fdopen(handle, "wb") as file:
             write(file)
         os.replace(partial, path)

@@ -332,10 +332,19 @@ def build_with_weights(model: str, builder: Callable[..., nn.Module], weights: A
         raise WeightsError(f"{where}: {', '.join(conflicts)}; with weights only {', '.join(FREE_KWARGS)} may be "
                            "changed")
     arguments = {**recorded, **kwargs, "num_classes": meta["num_classes"]}
-    network = builder(**arguments)
     state = weights.get_state_dict()
-    problem = state_dict_mismatch(network.state_dict(), state, source="the file")
+    try:  # on the meta device first: arguments asking for a bigger network than the file are refused unbuilt
+        with torch.device("meta"):
+            planned = builder(**arguments).state_dict()
+    except Exception:  # noqa: BLE001  bad arguments: the real build below raises them
+        planned = None
+    network = None
+    if planned is None:
+        network = builder(**arguments)
+        planned = network.state_dict()
+    problem = state_dict_mismatch(planned, state, source="the file")
     if problem:
         raise WeightsError(f"{weights.path}: the weights do not fit {model!r} built with {arguments}: {problem}")
+    network = builder(**arguments) if network is None else network
     network.load_state_dict(state)
     return network

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from mgic_geo.state_checks import load_error_message, nonfinite_tensors
+from mgic_geo.state_checks import load_error_message, unusable_weights
 
 META_KEY = "mgic_geo_weights"  # the metadata inside the release file (everything but sha256, file, size)
 NET_PREFIX = "net."  # the task module's attribute holding the network (mgic_geo.training.RegistryTask.net)
@@ -117,16 +117,17 @@ def sha256_of(path: str | Path) -> str:
 
 def load_release_bytes(data: bytes, path: str | Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of a release file's ``data``, checked to hold a ``state_dict``
-    of finite tensors; :class:`WeightsError` naming ``path`` otherwise."""
+    of finite tensors (none claiming more elements than the file stores); :class:`WeightsError` naming ``path``
+    otherwise."""
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  anything torch.load raises is about the file
-        raise WeightsError(load_error_message(path, error, kind="weights file", plural="weights")) from None
+        raise WeightsError(load_error_message(path, error, kind="weights file", plural="weights",
+                                              head=data[:4])) from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise WeightsError(f"{path}: not a release file (expected a dict whose 'state_dict' maps names to tensors)")
-    bad = nonfinite_tensors(state)
-    if bad:
-        raise WeightsError(f"{path}: refused: {len(bad)} tensor(s) hold NaN or inf: "
-                           f"{', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}")
+    problem = unusable_weights(path, state)  # NaN or inf, or more elements than the file stores
+    if problem:
+        raise WeightsError(problem)
     return checkpoint

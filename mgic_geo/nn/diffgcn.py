@@ -51,6 +51,7 @@ from mgic_geo.nn.graph_operator import (
     edge_weights,
     operator_applies,
 )
+from mgic_geo.nn.inputs import check_features, check_positions
 from mgic_geo.nn.knn import check_knn_layout
 from mgic_geo.validation import check_int
 
@@ -129,6 +130,11 @@ class DiffGCNConv(nn.Module):
           edge indices :math:`(2, E)` (source, target)
         - **output:** node features :math:`(N, C_{out})`
 
+    Inputs (:mod:`mgic_geo.nn.inputs`): ``x`` floating point in the layer's dtype and on its device
+    (any dtype under ``torch.autocast``), ``pos`` any floating-point dtype, :math:`N \ge 1`;
+    ``edge_index`` node indices in ``[0, N)`` (checked once per tensor, :mod:`mgic_geo.nn.adjacency`).
+    Anything else raises a ``ValueError`` naming the layer.
+
     ``forward(x, pos, edge_index, *, k=None, operator=None)``: pass ``k`` when ``edge_index`` lists
     exactly ``k`` edges per node, node by node (:func:`~mgic_geo.nn.knn_graph`'s output when every
     cloud has more than ``k`` points; the layout is checked without a host synchronisation), and
@@ -159,9 +165,11 @@ class DiffGCNConv(nn.Module):
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
         if pos.shape != (x.shape[0], 3):
             raise ValueError(f"expected positions [{x.shape[0]}, 3], got {tuple(pos.shape)}")
-        edge_index = as_edge_index(edge_index, x.shape[0], layer=type(self).__name__)
+        check_features(type(self).__name__, "x", x, self)
+        check_positions(type(self).__name__, pos, x)
         if operator is not None:
             check_operator(operator, x.shape[0], self.operator_scale)
+        edge_index = as_edge_index(edge_index, x.shape[0], layer=type(self).__name__)
         if not operator_applies(pos):
             return self.mix(differential_features(x, pos, edge_index, k, operator_scale=self.operator_scale))
         if operator is None:

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.nn.adjacency import as_edge_index
+from mgic_geo.nn.inputs import check_features
 from mgic_geo.nn.knn import check_knn_layout
 from mgic_geo.validation import check_int
 
@@ -186,6 +187,7 @@ class _EdgeConvNormActBase(nn.Module):
     def _propagate(self, x: Tensor, edge_index: Tensor, k: int | None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
+        check_features(type(self).__name__, "x", x, self)
         edge_index = as_edge_index(edge_index, x.shape[0], layer=type(self).__name__)
         if k is not None:
             check_knn_layout(edge_index, x.shape[0], k)
@@ -244,8 +246,9 @@ class _EdgeConvNormActBase(nn.Module):
                             factor = 1.0 / float(norm.num_batches_tracked)
                     unbiased = var * edges / (edges - 1).clamp(min=1) if isinstance(edges, Tensor) \
                         else var * edges / max(edges - 1, 1)
-                    norm.running_mean.lerp_(mean, factor)
-                    norm.running_var.lerp_(unbiased, factor)
+                    # under autocast the statistics may be bf16/half while the buffers stay float32
+                    norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+                    norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), factor)
         else:
             mean, var = norm.running_mean, norm.running_var
         weight = norm.weight if norm.weight is not None else torch.ones_like(mean)
@@ -297,7 +300,13 @@ class EdgeConvNormAct(_EdgeConvNormActBase):
     ``forward(x, edge_index, *, k=None)``: pass ``k`` when ``edge_index`` lists exactly ``k``
     edges per node, node by node (:func:`~mgic_geo.nn.knn_graph`'s output when every cloud has more
     than ``k`` points): the neighbour reductions then run as ``[N, k]`` blocks, without scatters.
-    Nothing in it synchronises with the host, so ``torch.compile(fullgraph=True)`` works as it is.
+    Nothing in it synchronises with the host but the one check of the node indices of a graph not
+    built by :func:`~mgic_geo.nn.knn_graph` (once per tensor, skipped under ``torch.compile``:
+    :mod:`mgic_geo.nn.adjacency`), so ``torch.compile(fullgraph=True)`` works as it is.
+
+    Inputs (:mod:`mgic_geo.nn.inputs`): ``x`` floating point in the layer's dtype and on its device
+    (any dtype under ``torch.autocast``), :math:`N \ge 1`; node indices in ``[0, N)``. Anything else
+    raises a ``ValueError`` naming the layer.
 
     Shapes:
         - **input:** node features :math:`(N, C_{in})`, edge indices :math:`(2, E)` (source, target)

@@ -37,16 +37,19 @@ sorted neighbour distances then agree with brute force to rounding.
 
 A cloud with ``n <= k`` points (``n - 1 < k`` without loops) gives each point all the other points
 of its cloud (and itself with ``loop=True``): fewer than ``k`` edges, never an error or an index
-from another cloud.
+from another cloud. :func:`knn_graph` then warns (once per call, naming the smallest cloud's size
+and the neighbours its points get).
 """
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import torch
 from torch import Tensor
 
 from mgic_geo.nn import cost
+from mgic_geo.nn.adjacency import mark_valid
 from mgic_geo.nn.knn_grid import grid_applies, grid_buffer_elements, grid_shape, knn_grid
 from mgic_geo.validation import check_int
 
@@ -190,10 +193,11 @@ def _edges(neighbours: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
     return source, target
 
 
-def _knn_torch(x: Tensor, k: int, batch: Tensor | None, loop: bool) -> Tensor:
+def _knn_torch(x: Tensor, k: int, batch: Tensor | None, loop: bool) -> tuple[Tensor, int]:
+    """The edges and the size of the smallest cloud."""
     if batch is None or x.shape[0] == 0:
         neighbours = _knn_stacked(x.unsqueeze(0), k, loop)
-        return torch.stack(_edges(neighbours, torch.zeros(1, dtype=torch.long, device=x.device)))
+        return torch.stack(_edges(neighbours, torch.zeros(1, dtype=torch.long, device=x.device))), x.shape[0]
     counts = torch.unique_consecutive(batch, return_counts=True)[1]
     if bool((counts == counts[0]).all()):
         # Clouds of one size (a DataLoader batch of 1024-point clouds): one stacked search, and the
@@ -204,11 +208,12 @@ def _knn_torch(x: Tensor, k: int, batch: Tensor | None, loop: bool) -> Tensor:
         offsets = torch.arange(clouds, device=x.device).view(-1, 1, 1) * size
         torch.add(neighbours, offsets, out=edge_index[0].view(clouds, size, keep))
         edge_index[1].view(clouds * size, keep).copy_(torch.arange(clouds * size, device=x.device)[:, None])
-        return edge_index
+        return edge_index, size
     offsets = torch.cumsum(counts, 0) - counts
     sources, targets = [], []
+    sizes = torch.unique(counts).tolist()
     # Clouds of one size are searched together; each distinct size is one more search.
-    for size in torch.unique(counts).tolist():
+    for size in sizes:
         same = (counts == size).nonzero().flatten()
         index = (offsets[same].view(-1, 1) + torch.arange(size, device=x.device)).flatten()
         neighbours = _knn_stacked(x[index].view(len(same), size, -1), k, loop)
@@ -217,7 +222,7 @@ def _knn_torch(x: Tensor, k: int, batch: Tensor | None, loop: bool) -> Tensor:
         targets.append(target)
     source, target = torch.cat(sources), torch.cat(targets)
     order = torch.argsort(target, stable=True)  # group edges by target, as the other backends do
-    return torch.stack([source[order], target[order]])
+    return torch.stack([source[order], target[order]]), min(sizes)
 
 
 def _knn_fixed_size(x: Tensor, k: int, batch: Tensor | None, loop: bool, cloud_size: int) -> tuple[Tensor, Tensor]:
@@ -283,7 +288,17 @@ def knn_graph(
 
     Returns:
         ``edge_index`` :math:`(2, E)` with :math:`E = N k` when every cloud has more than ``k``
-        points (see the module docstring for smaller clouds).
+        points.
+
+    Warns:
+        UserWarning: when a cloud has ``k`` points or fewer (``k - 1`` or fewer with ``loop``):
+            its points then get every other point of their cloud (and themselves with ``loop``),
+            fewer than ``k`` neighbours, never an error or a point of another cloud. One warning
+            per call, naming the smallest cloud's size and the neighbours its points get; none
+            under ``torch.compile`` or tracing. The sizes come from ``cloud_size`` or ``x``'s shape
+            where known, else from the sizes the search reads anyway (a library backend given
+            ``batch`` reads them, one host synchronisation, only when it returned fewer than
+            :math:`N k` edges).
 
     Example::
 
@@ -295,9 +310,24 @@ def knn_graph(
                 [0, 1, 2, 3]])
     """
     _check(x, k, batch, flow, backend, cloud_size)
+    if cloud_size is not None or batch is None:  # the sizes are known from shapes: warn before the search
+        _warn_small_clouds(k, cloud_size or x.shape[0], loop)
     with torch.no_grad():  # indices only: nothing to differentiate, and no graph to keep
-        edge_index = _search(x, k, batch, loop, backend, cloud_size)
-    return edge_index if flow == "source_to_target" else edge_index.flip(0)
+        edge_index, smallest = _search(x, k, batch, loop, backend, cloud_size)
+    if smallest is not None and not (cloud_size is not None or batch is None):
+        _warn_small_clouds(k, smallest, loop)
+    edge_index = edge_index if flow == "source_to_target" else edge_index.flip(0)
+    return mark_valid(edge_index, x.shape[0])  # valid by construction: layers skip the index check
+
+
+def _warn_small_clouds(k: int, size: int, loop: bool) -> None:
+    """Warn (from the caller of :func:`knn_graph`) when a cloud of ``size`` points gives fewer than ``k`` neighbours."""
+    keep = min(k, size if loop else size - 1)
+    if size == 0 or keep >= k or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    which = "every point of its cloud, itself included" if loop else "every other point of its cloud"
+    warnings.warn(f"knn_graph: k={k} but a cloud has only {size} points, so each of its points gets {keep} "
+                  f"neighbours ({which}) instead of {k}", UserWarning, stacklevel=3)
 
 
 def _automatic_backend(x: Tensor) -> str:
@@ -310,13 +340,16 @@ def _automatic_backend(x: Tensor) -> str:
     return "torch"
 
 
-def _search(x: Tensor, k: int, batch: Tensor | None, loop: bool, backend: str, cloud_size: int | None) -> Tensor:
+def _search(x: Tensor, k: int, batch: Tensor | None, loop: bool, backend: str,
+            cloud_size: int | None) -> tuple[Tensor, int | None]:
+    """The edges and the size of the smallest cloud where it is known or needed for the warning
+    (``None``: every cloud had more than ``k`` points, or the caller knows the sizes from shapes)."""
     if cloud_size is not None:
-        return torch.stack(_knn_fixed_size(x, k, batch, loop, cloud_size))
+        return torch.stack(_knn_fixed_size(x, k, batch, loop, cloud_size)), None
     if backend == "auto":
         backend = _automatic_backend(x)
     if backend == "torch":
-        edge_index = _knn_torch(x, k, batch, loop)
+        return _knn_torch(x, k, batch, loop)
     elif backend == "torch_cluster":
         if not _available("torch_cluster"):
             raise ValueError("`backend`='torch_cluster' but torch-cluster is not installed (pip install torch-cluster)")
@@ -329,4 +362,7 @@ def _search(x: Tensor, k: int, batch: Tensor | None, loop: bool, backend: str, c
         from torch_geometric.nn import knn_graph as pyg_knn_graph
 
         edge_index = pyg_knn_graph(x, k, batch, loop=loop, flow="source_to_target")
-    return edge_index
+    smallest = None
+    if batch is not None and edge_index.shape[1] < x.shape[0] * k:  # some cloud had k points or fewer
+        smallest = int(torch.unique_consecutive(batch, return_counts=True)[1].min())
+    return edge_index, smallest

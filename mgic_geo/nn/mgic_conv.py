@@ -16,6 +16,11 @@ Every level uses the same graph: the differential operators and the neighbourhoo
 channel, so a coarser channel level needs no coarser graph. The dynamic variant builds that graph
 once per block, on the positions (``"diffgcn"``, whose operators need offsets between points) or on
 the block's input features (``"edge"``, DGCNN's dynamic graph).
+
+Inputs (:mod:`mgic_geo.nn.inputs`, every layer here): ``x`` floating point in the layer's dtype and
+on its device (any dtype under ``torch.autocast``), ``pos`` any floating-point dtype on ``x``'s
+device, at least one node; a given ``edge_index`` holds node indices in ``[0, N)`` (checked once
+per tensor: :mod:`mgic_geo.nn.adjacency`). Anything else raises a ``ValueError`` naming the layer.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from mgic_geo.nn.adjacency import as_edge_index
 from mgic_geo.nn.diffgcn import DiffGCNConv, check_operator, check_operator_scale
 from mgic_geo.nn.edgeconv import EDGE_CONV_ARGS_DOC, EdgeConvNormAct, _EdgeConvNormActBase
 from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
+from mgic_geo.nn.inputs import check_features, check_positions
 from mgic_geo.nn.knn import knn_graph, regular_degree
 from mgic_geo.validation import check_int
 
@@ -75,6 +81,8 @@ class DiffGCNNormAct(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, *, k: int | None = None,
                 operator: DiffGCNOperator | None = None) -> Tensor:
+        if x.dim() == 2:  # the conv checks the shapes
+            check_features(type(self).__name__, "x", x, self)
         return self.act(self.norm(self.conv(x, pos, edge_index, k=k, operator=operator)))
 
     def __repr__(self) -> str:
@@ -140,10 +148,16 @@ class _MGICConvBase(nn.Module):
     def reset_parameters(self) -> None:
         self.block.reset_parameters()
 
-    def _cycle(self, x: Tensor, pos: Tensor | None, edge_index: Tensor, k: int | None,
-               operator: DiffGCNOperator | None) -> Tensor:
+    def _check_inputs(self, x: Tensor, pos: Tensor | None) -> None:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
+        check_features(type(self).__name__, "x", x, self)
+        if pos is not None:
+            check_positions(type(self).__name__, pos, x)
+
+    def _cycle(self, x: Tensor, pos: Tensor | None, edge_index: Tensor, k: int | None,
+               operator: DiffGCNOperator | None) -> Tensor:
+        self._check_inputs(x, pos)
         edge_index = as_edge_index(edge_index, x.shape[0], layer=type(self).__name__)  # once for every level
         if self.conv == "edge":
             return self.block(x, edge_index, k=k)
@@ -260,6 +274,7 @@ class DynamicMGICConv(_MGICConvBase):
             raise ValueError("`pos` is required by conv='diffgcn' (its operators use the offsets between points)")
         if self.graph_on == "pos" and pos is None:
             raise ValueError("`pos` is required by graph_on='pos'")
+        self._check_inputs(x, pos)  # before the search, whose errors would not name the layer
         edge_index = knn_graph(pos if self.graph_on == "pos" else x, self.k, batch, cloud_size=cloud_size)
         return self._cycle(x, pos, edge_index, regular_degree(self.k, cloud_size), None)
 
@@ -296,6 +311,7 @@ class DynamicEdgeConvNormAct(_EdgeConvNormActBase):
     def forward(self, x: Tensor, batch: Tensor | None = None, *, cloud_size: int | None = None) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected node features [N, {self.in_channels}], got {tuple(x.shape)}")
+        check_features(type(self).__name__, "x", x, self)
         edge_index = knn_graph(x, self.k, batch, cloud_size=cloud_size)
         return self._propagate(x, edge_index, regular_degree(self.k, cloud_size))
 

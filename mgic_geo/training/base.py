@@ -32,7 +32,9 @@ Faults (:mod:`mgic_geo.training.fault`):
 """
 from __future__ import annotations
 
+import inspect
 import math
+import os
 from typing import Any
 
 import lightning as L
@@ -46,74 +48,22 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from mgic_geo.training.fault import (
     CheckpointError,
     NonFiniteLossError,
+    check_checkpoint_hparams,
+    check_weights,
     is_reading_error,
     last_good_checkpoint,
+    read_checkpoint,
     reading_error,
     state_dict_mismatch,
 )
-
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULERS = ("cosine", "step", "poly", "none")
-NONFINITE_LOSS = ("stop", "skip")
-
-
-class ConfigurationError(ValueError):
-    """A configuration that cannot work (model and data disagree, an unknown name, ...)."""
-
-
-def _available_models() -> list[str]:
-    from mgic_geo.models import list_models
-
-    return list(list_models())
-
-
-def epochs_in_checkpoint(checkpoint: dict[str, Any]) -> int | None:
-    """Training epochs finished when ``checkpoint`` was written.
-
-    Lightning counts an epoch as processed before ``on_train_epoch_end`` (where checkpoints are saved)
-    and as completed only after it, so the fit loop's ``processed`` counter is the number of finished
-    epochs in both epoch-end and train-end checkpoints; ``epoch`` (0-based) is the fallback.
-    """
-    try:
-        progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
-        return int(max(progress["processed"], progress["completed"]))
-    except (KeyError, TypeError):
-        epoch = checkpoint.get("epoch")
-        return None if epoch is None else int(epoch) + 1
-
-
-def check_recipe(*, model: str, task: str, num_classes: int, optimizer: str, scheduler: str, lr: float,
-                 min_lr: float, step_size: int = 1, gamma: float = 0.1, power: float = 0.9,
-                 nonfinite_loss: str = "stop") -> None:
-    """``ValueError`` naming the argument when a recipe cannot work, or when ``model`` is a network
-    of another ``task`` than the module's (:func:`mgic_geo.models.model_task`)."""
-    from mgic_geo.models import model_task
-
-    available = _available_models()
-    if model not in available:
-        raise ValueError(f"unknown model {model!r}; available models: {', '.join(available)}")
-    if model_task(model) not in (task, None):
-        fitting = [name for name in available if model_task(name) in (task, None)]
-        raise ValueError(f"model {model!r} is a network for {model_task(model).replace('_', ' ')}, not "
-                         f"{task.replace('_', ' ')}; choose one of: {', '.join(fitting)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}")
-    if not lr > 0 or not 0 <= min_lr <= lr:
-        raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={lr!r}, min_lr={min_lr!r}")
-    if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-        raise ValueError(f"`step_size` must be a positive number of epochs, got {step_size!r}")
-    if not 0 < gamma <= 1:
-        raise ValueError(f"`gamma` must be in (0, 1], got {gamma!r}")
-    if not power > 0:
-        raise ValueError(f"`power` must be positive, got {power!r}")
-    if nonfinite_loss not in NONFINITE_LOSS:
-        raise ValueError(f"unknown nonfinite_loss {nonfinite_loss!r}; choose one of: {', '.join(NONFINITE_LOSS)} "
-                         "(what to do with a batch whose training loss is NaN or inf)")
-
+from mgic_geo.training.recipe import (  # noqa: F401  (the recipe's names, re-exported from their earlier home)
+    NONFINITE_LOSS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    ConfigurationError,
+    check_recipe,
+    epochs_in_checkpoint,
+)
 
 class RegistryTask(L.LightningModule):
     """A LightningModule around ``create_model(hparams.model, num_classes=..., **hparams.model_kwargs)``.
@@ -316,6 +266,9 @@ class RegistryTask(L.LightningModule):
         checkpoint["skipped_nonfinite_batches"] = self.skipped_nonfinite_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # whatever read the file (a user's CheckpointIO too): weights holding NaN or inf are never loaded
+        path = self._trainer.ckpt_path if self._trainer is not None else None
+        check_weights(path or "the checkpoint", checkpoint.get("state_dict") or {})
         self.epochs_trained = epochs_in_checkpoint(checkpoint)
         self.checkpoint_global_step = checkpoint.get("global_step")
         self.skipped_nonfinite_batches = int(checkpoint.get("skipped_nonfinite_batches", 0))
@@ -348,7 +301,28 @@ class RegistryTask(L.LightningModule):
                              weights_only=None, **kwargs):
         """Lightning's ``load_from_checkpoint`` with ``torch.load(weights_only=True)`` whatever
         ``weights_only`` says: a file holding any other pickled object (which unpickling would call)
-        is refused. A bad file or weights that do not fit raise :class:`CheckpointError` naming the file."""
+        is refused. A bad file, weights holding NaN or inf, hyperparameters (with ``kwargs`` over them)
+        asking for more classes than :data:`~mgic_geo.state_checks.MAX_NUM_CLASSES` or for a network
+        the weights do not fit (checked on the ``meta`` device, before the module is built), and weights
+        that do not fit raise :class:`CheckpointError` naming the file."""
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            checkpoint = read_checkpoint(checkpoint_path, map_location="cpu")  # unreadable, not plain data, NaN
+            saved = checkpoint.get("hyper_parameters")
+            saved = dict(saved) if isinstance(saved, dict) else {}
+            if hparams_file is None:  # the arguments the module would be built with
+                defaults = {name: parameter.default for name, parameter in
+                            inspect.signature(cls.__init__).parameters.items()
+                            if parameter.default is not inspect.Parameter.empty}
+                hparams = {**defaults, **saved, **kwargs}
+                model_kwargs = hparams.get("model_kwargs") or {}
+                model_kwargs = dict(model_kwargs) if isinstance(model_kwargs, dict) else model_kwargs
+                origin = "" if "model" not in saved else (
+                    f" (it was saved from model={saved['model']!r}, model_kwargs="
+                    f"{dict(saved.get('model_kwargs') or {})!r})")
+                check_checkpoint_hparams(
+                    checkpoint_path, hparams, checkpoint["state_dict"], origin=origin, strict=strict is not False,
+                    described=f"{cls.__name__}(model={hparams.get('model')!r}, model_kwargs={model_kwargs!r})")
+            del checkpoint
         try:
             return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
                                                 strict=strict, weights_only=True, **kwargs)

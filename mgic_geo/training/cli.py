@@ -64,7 +64,10 @@ Fault tolerance (:mod:`mgic_geo.training.fault`), always on:
   object (which unpickling would call) is refused, and so is a checkpoint whose weights do not fit
   the model (another model or width), with the mismatched keys and shapes listed, before anything is
   loaded: ``mgic-geo: error: <path>: ...``, exit status 2. (With ``--ckpt_path FILE`` LightningCLI
-  builds the model from the hyperparameters stored in the file; with ``last``, from the config.)
+  builds the model from the hyperparameters stored in the file, which are first checked against the
+  file's weights on the ``meta`` device; with ``last``, from the config.) Weights holding NaN or inf
+  are refused too, naming the tensor; ``test`` and ``validate`` with ``--ckpt_path last`` and no
+  ``last*.ckpt`` in the checkpoint folder are an error naming that folder.
 
 Distributed: ``--trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the processes), or
 ``torchrun --nproc_per_node 2 -m mgic_geo.cli fit ... --trainer.devices 2 --trainer.strategy ddp``;
@@ -85,6 +88,10 @@ from pathlib import Path
 
 SUBCOMMANDS = ("fit", "validate", "test")
 DEFAULT_RESULTS_ROOT = "outputs"
+# the weights' shapes (as meta tensors) of each checkpoint file named on the command line, read by
+# _check_files: the model's hyperparameters, merged from the config and the checkpoint, are checked
+# against them before the model is built
+_CHECKPOINT_SHAPES: dict[str, dict] = {}
 
 
 def _raised_by_data(error: BaseException) -> bool:
@@ -125,11 +132,17 @@ def _check_files(args: list[str]) -> str | None:
 
         try:
             checkpoint = read_checkpoint(path, map_location="cpu")
-        except CheckpointError as error:
+        except CheckpointError as error:  # unreadable, not plain data, NaN or inf weights (named)
             return str(error)
+        import torch
+
         from mgic_geo.models.weights import META_KEY, Weights, WeightsError
 
-        if isinstance(checkpoint, dict) and META_KEY in checkpoint:  # a released weights file: check it as one
+        _CHECKPOINT_SHAPES[path] = {key: torch.empty(tuple(value.shape), device="meta")
+                                    for key, value in checkpoint["state_dict"].items() if torch.is_tensor(value)}
+        released = isinstance(checkpoint, dict) and META_KEY in checkpoint
+        del checkpoint
+        if released:  # a released weights file: check it as one
             try:
                 Weights.from_file(path).verify()  # sha256 against its metadata, finite, consistent
             except WeightsError as error:
@@ -204,6 +217,9 @@ def _make_cli_class():
                     raise ConfigurationError(f"--ckpt_path best: no {best} (a fit writes it when it validates: the "
                                              "data need a validation split, e.g. data.val_fraction > 0)")
                 config.ckpt_path = best
+            shapes = _CHECKPOINT_SHAPES.get(str(config.get("ckpt_path")))
+            if shapes is not None and config.model.get("init_args") is not None:
+                check_model_against_checkpoint(config.ckpt_path, config.model, shapes)
 
         def instantiate_classes(self) -> None:
             from mgic_geo.training.base import ConfigurationError
@@ -246,6 +262,9 @@ def _make_cli_class():
                     TensorBoardLogger(root, name="logs", version=version, default_hp_metric=False),
                 ]
             trainer = super().instantiate_trainer(**kwargs)
+            subcommand = self.subcommand
+            if subcommand in ("test", "validate") and self.config[subcommand].get("ckpt_path") == "last":
+                require_last_checkpoint(trainer, subcommand)
             from mgic_geo.training.checkpointing import BestCheckpoint, best_metric
 
             metric, checkpoint = best_metric(self.model), self._get(self.config_init, "checkpoint")
@@ -255,6 +274,42 @@ def _make_cli_class():
             return trainer
 
     return MGICLightningCLI
+
+
+def check_model_against_checkpoint(path: str, model, shapes: dict) -> None:
+    """:class:`~mgic_geo.training.fault.CheckpointError` naming ``path`` when the model the configuration
+    ``model`` (``class_path`` and ``init_args``, the checkpoint's hyperparameters merged in by LightningCLI)
+    describes asks for more classes than :data:`~mgic_geo.state_checks.MAX_NUM_CLASSES` or for a network
+    that the checkpoint's weights ``shapes`` do not fit: checked on the ``meta`` device, before the model
+    is built, so that hyperparameters asking for a huge network allocate nothing."""
+    from mgic_geo.training.fault import check_checkpoint_hparams
+
+    arguments = model.init_args
+    hparams = dict(arguments.as_dict() if hasattr(arguments, "as_dict") else arguments)
+    hparams.update(dict(model.get("dict_kwargs") or {}))
+    model_kwargs = hparams.get("model_kwargs") or {}
+    model_kwargs = dict(model_kwargs) if isinstance(model_kwargs, dict) else model_kwargs
+    name = str(model.class_path).rsplit(".", 1)[-1]
+    check_checkpoint_hparams(path, hparams, shapes,
+                             described=f"{name}(model={hparams.get('model')!r}, model_kwargs={model_kwargs!r})")
+
+
+def require_last_checkpoint(trainer, subcommand: str) -> None:
+    """:class:`~mgic_geo.training.base.ConfigurationError` naming the folders looked in when
+    ``--ckpt_path last`` finds no checkpoint for ``test`` or ``validate`` (Lightning would warn and
+    evaluate the untrained model). ``fit --ckpt_path last`` without one still starts a fresh run."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mgic_geo.training.base import ConfigurationError
+
+    callbacks = [callback for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)]
+    if any(callback._find_last_checkpoints(trainer) for callback in callbacks):
+        return
+    folders = sorted({str(callback.dirpath or os.path.join(trainer.default_root_dir, "checkpoints"))
+                      for callback in callbacks})
+    raise ConfigurationError(f"--ckpt_path last: no checkpoint to {subcommand}: no last*.ckpt in "
+                             f"{', '.join(folders) or 'any checkpoint folder (no ModelCheckpoint configured)'} "
+                             "(mgic-geo fit with this configuration writes last.ckpt there); nothing was evaluated")
 
 
 def samples_in(batch) -> int:

@@ -6,7 +6,10 @@ pre-emption signals, non-finite losses and untrusted checkpoint files.
   ``SIGKILL`` while writing leaves the previous file intact; it refuses to write weights that hold
   NaN or inf (:class:`NonFiniteWeightsError`). It loads with ``torch.load(weights_only=True)``
   always (Lightning itself would unpickle anything from an ``http`` URL): a file naming any other
-  Python object, which unpickling would call, is refused with :class:`CheckpointError`.
+  Python object, which unpickling would call, is refused with :class:`CheckpointError`, and so are
+  weights holding NaN or inf (:func:`read_checkpoint`). Files are written with the mode the umask gives.
+- :func:`check_checkpoint_hparams` checks a checkpoint's hyperparameters against its weights before
+  a model is built from them (on the ``meta`` device).
 - :class:`RandomState` (a callback) stores the torch (CPU and CUDA), numpy and ``random`` generator
   states in every checkpoint and restores them on resume. With the data modules' shuffle generator,
   which their own ``state_dict`` carries, a run resumed from an end-of-epoch checkpoint draws the
@@ -35,7 +38,15 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from mgic_geo.state_checks import load_error_message, nonfinite_tensors, state_dict_mismatch  # noqa: F401  (re-exported)
+from mgic_geo.state_checks import (  # noqa: F401  (re-exported)
+    class_count_problem,
+    follow_umask,
+    hparams_shape_problem,
+    load_error_message,
+    nonfinite_tensors,
+    state_dict_mismatch,
+    unusable_weights,
+)
 
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
 _PLAIN_IO = TorchCheckpointIO()  # Lightning's reader: local files, fsspec and http URLs
@@ -83,7 +94,8 @@ def reading_error(path: Any, error: BaseException) -> CheckpointError:
 
 def read_checkpoint(path: Any, map_location: Any = lambda storage, location: storage) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` of a Lightning checkpoint; :class:`CheckpointError` naming
-    ``path`` when the file is unreadable, holds anything but plain data, or is not a checkpoint."""
+    ``path`` when the file is unreadable, holds anything but plain data, is not a checkpoint, or has
+    weights that must not be loaded (NaN or inf, or more elements than the file stores), naming them."""
     try:
         checkpoint = _PLAIN_IO.load_checkpoint(path, map_location=map_location, weights_only=True)
     except OSError as error:
@@ -94,7 +106,39 @@ def read_checkpoint(path: Any, map_location: Any = lambda storage, location: sto
         found = f"keys {sorted(map(str, checkpoint))[:5]}" if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: not a Lightning checkpoint (expected a dict with a 'state_dict' entry, "
                               f"found {found})")
+    check_weights(path, checkpoint["state_dict"])
     return checkpoint
+
+
+def check_weights(path: Any, state_dict: Any) -> None:
+    """:class:`CheckpointError` naming ``path`` and the tensors of ``state_dict`` that hold NaN or inf or
+    claim more elements than the file stores (:func:`~mgic_geo.state_checks.unusable_weights`)."""
+    problem = unusable_weights(path, state_dict) if isinstance(state_dict, Mapping) else None
+    if problem:
+        raise CheckpointError(problem)
+
+
+def check_checkpoint_hparams(path: Any, hparams: Mapping[str, Any], state_dict: Mapping[str, Any], *,
+                             described: str, origin: str = "", strict: bool = True) -> None:
+    """:class:`CheckpointError` naming ``path`` when the hyperparameters ``hparams``, from which a task
+    module would be built, ask for more classes than :data:`~mgic_geo.state_checks.MAX_NUM_CLASSES` or
+    for a network that ``state_dict`` does not fit (checked on the ``meta`` device, before anything is
+    built or allocated).
+
+    Args:
+        path (Any): the checkpoint, as named in the message.
+        hparams (Mapping[str, Any]): the hyperparameters the module would be built from.
+        state_dict (Mapping[str, Any]): the checkpoint's weights (anything with a ``shape`` per key).
+        described (str): the module as the message names it, e.g. ``PointCloudClassifier(model=...)``.
+        origin (str): what the checkpoint was saved from, appended to ``described``.
+        strict (bool): whether missing and unexpected keys count too (else only shapes that differ).
+    """
+    problem = class_count_problem(hparams)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    problem = hparams_shape_problem(hparams, state_dict, strict=strict)
+    if problem:
+        raise CheckpointError(f"{path}: the checkpoint does not fit {described}{origin}: {problem}; nothing was built")
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -117,6 +161,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         # hidden, and not named last*.ckpt: `--ckpt_path last` must never pick up a partial file
         handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
         try:
+            follow_umask(handle)  # mkstemp makes it 0600; torch.save to a path follows the umask
             with os.fdopen(handle, "wb") as file:
                 torch.save(checkpoint, file)
                 file.flush()

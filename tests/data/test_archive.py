@@ -405,3 +405,34 @@ def test_cifar10_datamodule_offline_download_is_a_clear_error(tmp_path, monkeypa
                                            r".*offline.* by hand"):
         CIFAR10DataModule(str(tmp_path / "c"), download=True).prepare_data()
     assert leftovers(tmp_path / "c") == []
+
+
+@pytest.mark.parametrize("member, why", [
+    ("../../../victim", "climbs out of the target folder with '..'"),
+    ("top/../../victim", "climbs out of the target folder with '..'"),
+    ("/etc", "is an absolute path"),
+    ("C:/victim", "is an absolute path"),
+    ("./", "names no folder inside the archive"),
+    ("", "has an empty name or a NUL character"),
+])
+def test_the_member_argument_is_checked_like_the_archive_members(tmp_path, member, why):
+    victim = tmp_path / "x" / "y" / "victim"  # where ../../../victim led from the scratch folder
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("keep me")
+    archive = make_zip(tmp_path / "a.zip", {"top/a.txt": b"a"})
+    out = tmp_path / "x" / "y" / "z" / "dest"
+    with pytest.raises(ValueError, match=re.escape(f"archive {archive}: refused `member`={member!r}: it {why}; "
+                                                   "nothing was extracted")):
+        extract(archive, out, member=member)
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert not out.exists() and leftovers(victim.parent) == ["victim"]
+
+
+def test_a_member_must_be_a_folder_the_archive_holds(tmp_path):
+    archive = make_tar(tmp_path / "a.tar.gz", [("top/sub/a.txt", b"a"), ("top/b.txt", b"b")])
+    with pytest.raises(ValueError, match=r"holds no top/b.txt/ folder"):
+        extract(archive, tmp_path / "dest", member="top/b.txt")  # a file, not a folder
+    with pytest.raises(ValueError, match="`member` must be the name of a folder inside it, got int"):
+        extract(archive, tmp_path / "dest", member=3)
+    assert extract(archive, tmp_path / "dest", member="./top//sub/") == tmp_path / "dest"
+    assert (tmp_path / "dest" / "a.txt").read_bytes() == b"a"

@@ -148,3 +148,17 @@ def test_test_and_val_splits_are_optional_but_all_or_nothing(synthetic, tmp_path
     with pytest.raises(ValueError, match=r"missing split folder sofa/val/ \(the other classes have one: a val split "
                                          r"needs every class\)" + TREE):
         find_layout(root)
+
+
+def test_the_layout_scan_lists_special_files_without_opening_them(synthetic, tmp_path):
+    """The scan only lists names (``iterdir``, ``is_dir``): a FIFO or a link to a device is listed, never
+    opened, and reading it later is an error naming it (``tests/data/test_readers.py``)."""
+    import os
+
+    root = meshes(synthetic, tmp_path)
+    fifo = root / "bed" / "train" / "bed_0099.off"
+    os.mkfifo(fifo)
+    os.symlink("/dev/zero", root / "bed" / "train" / "bed_0098.off")
+    layout = find_layout(root)  # would block here if it opened the FIFO
+    listed = [path for path, _ in layout.files["train"]]
+    assert fifo in listed and root / "bed" / "train" / "bed_0098.off" in listed

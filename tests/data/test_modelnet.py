@@ -2,6 +2,7 @@
 train/val/test splits, the parsed-shape cache and where it goes, point-cloud roots, the real shared
 training split (read only, cached under tmp_path), bad files and bad arguments. Raw files are never changed."""
 import hashlib
+import re
 import shutil
 import warnings
 from collections import Counter
@@ -516,3 +517,111 @@ def test_loaded_shapes_stay_in_memory_within_the_budget(synthetic, tmp_path, mon
     fresh = shape_cache.ShapeCache(cache.dir.parent, cache.data_dir)
     fresh.load(dm.train_set.files[1][0])
     assert not fresh.loaded and fresh.loaded_bytes == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 16: special files in a root, damaged cache entries, clouds shorter than num_points
+
+
+def test_a_fifo_in_the_root_is_reported_not_opened(synthetic, tmp_path):
+    import os
+    import threading
+
+    root = copy(synthetic, tmp_path)
+    fifo = root / "bed" / "train" / "bed_0099.off"
+    os.mkfifo(fifo)
+    os.symlink("/dev/zero", root / "chair" / "test" / "chair_0099.off")
+    before = raw(root)
+    outcome = []
+
+    def setup():
+        try:
+            module(root)
+        except ValueError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=setup, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # release a reader that opened it
+        pytest.fail("setup opened the FIFO")
+    message = str(outcome[0])
+    assert message.startswith("2 unreadable shape file(s)")
+    assert f"{fifo}: is a FIFO (named pipe), not a regular file; only regular files are read" in message
+    assert f"{root / 'chair' / 'test' / 'chair_0099.off'}: is a character device (through a symlink)" in message
+    with pytest.warns(UserWarning, match="dropped 2 unreadable"):
+        dm = module(root, skip_bad=True)
+    assert fifo not in [path for path, _ in dm.train_set.files]
+    assert raw(root) == before
+
+
+def entry_of(dm, file: Path) -> Path:
+    return dm.cache._entry(file)
+
+
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(synthetic, tmp_path):
+    root = copy(synthetic, tmp_path)
+    before = raw(root)
+    dm = module(root, augment=False)
+    file = dm.train_set.files[0][0]
+    entry = entry_of(dm, file)
+    good = torch.load(entry, weights_only=True)
+    assert set(good) == {"pos", "face", "sha256"} and good["sha256"] == shape_cache.checksum(
+        {"pos": good["pos"], "face": good["face"]})
+
+    cases = {  # what is written over the entry: the warning's reason
+        "nan": ({**good, "pos": torch.full_like(good["pos"], float("nan"))}, "'pos' has NaN or infinite coordinates"),
+        "checksum": ({**good, "pos": good["pos"] * 2}, "its tensors do not match the SHA-256 stored with them"),
+        "count": ({**good, "pos": good["pos"][:3]}, "'face' uses vertices 0..")  ,
+        "dtype": ({**good, "pos": good["pos"].double()}, "'pos' is torch.float64 of shape"),
+        "old nan": ({"pos": torch.full_like(good["pos"], float("nan")), "face": good["face"]},
+                    "'pos' has NaN or infinite coordinates"),
+        "garbage": (None, "torch.load cannot read it"),
+    }
+    for name, (content, reason) in cases.items():
+        if content is None:
+            entry.write_bytes(b"not a zip file")
+        else:
+            torch.save(content, entry)
+        fresh = ModelNet10DataModule(root=str(root), num_points=64, batch_size=4, val_fraction=0.0, augment=False)
+        fresh.setup("fit")
+        with pytest.warns(UserWarning, match=re.escape(f"shape cache entry {entry} is damaged: {reason}")):
+            pos = fresh.train_set[0].pos
+        assert torch.isfinite(pos).all(), name
+        assert torch.equal(torch.load(entry, weights_only=True)["pos"], good["pos"]), name  # rebuilt
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ModelNet10DataModule(root=str(root), num_points=64, batch_size=4, val_fraction=0.0).setup("fit")
+            fresh.cache.loaded.clear()
+            fresh.train_set[0]  # no warning once rebuilt
+    # an entry written before entries carried a checksum is still used when it passes the checks
+    torch.save({"pos": good["pos"], "face": good["face"]}, entry)
+    fresh = module(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(fresh.cache.load(file)["pos"], good["pos"])
+    assert raw(root) == before
+
+
+def test_clouds_shorter_than_num_points_are_padded_with_one_warning_each(tmp_path):
+    root = tmp_path / "points"
+    write_points_root(root)  # toilet/test/toilet_0004.npy has 10 points
+    short = root / "bed" / "train" / "bed_0002.xyz"
+    np.savetxt(short, np.random.default_rng(1).normal(size=(5, 3)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm = ModelNet10DataModule(root=str(root), num_points=32, batch_size=4, val_fraction=0.0)
+        dm.setup("fit")
+        for _ in range(2):  # two epochs
+            list(dm.train_dataloader())
+        dm.setup("test")
+        list(dm.test_dataloader())
+    padded = sorted(str(w.message) for w in caught if "random repeats" in str(w.message))
+    assert padded == [
+        f"{short}: has 5 points, fewer than num_points=32; its clouds are all 5 points plus 27 random repeats",
+        f"{root / 'toilet' / 'test' / 'toilet_0004.npy'}: has 10 points, fewer than num_points=32; its clouds are all "
+        "10 points plus 22 random repeats",
+    ]
+    index = [path for path, _ in dm.train_set.files].index(short)
+    assert dm.train_set[index].pos.shape == (32, 3)  # the behaviour is kept: padded

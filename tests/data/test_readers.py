@@ -218,3 +218,141 @@ def test_missing_open3d_is_an_import_error_naming_the_file(tmp_path, monkeypatch
         read_points(path)
     np.save(tmp_path / "cloud.npy", np.random.default_rng(0).random((10, 3)))
     assert read_points(tmp_path / "cloud.npy").shape == (10, 3)  # the other formats need no open3d
+
+
+# ----------------------------------------------------------------------------------------------
+# Special and huge files: refused from os.stat, before they are opened (issue 16, item 6)
+
+
+def no_hang(call, fifo=None, seconds: float = 20.0):
+    """Run ``call()`` in a thread and return what it raised; fail if it is still running after ``seconds``
+    (a reader that opened ``fifo``: it is then released by opening and closing a writer end)."""
+    import os
+    import threading
+
+    outcome = []
+
+    def target():
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as err:  # noqa: BLE001
+            outcome.append(err)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if fifo is not None:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        pytest.fail(f"{call} still running after {seconds} s (it opened a FIFO or read a huge file)")
+    return outcome[0]
+
+
+@pytest.mark.parametrize("name", ["bed_0099.off", "cloud.xyz", "cloud.pcd", "cloud.ply", "cloud.npy"])
+def test_a_fifo_is_refused_without_being_opened(tmp_path, name):
+    import os
+
+    from mgic_geo.data.readers import read_shape
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    error = no_hang(lambda: read_shape(fifo), fifo)
+    assert isinstance(error, ValueError) and str(error) == (
+        f"{fifo}: is a FIFO (named pipe), not a regular file; only regular files are read")
+
+
+def test_a_symlink_to_a_device_is_refused_and_one_to_a_regular_file_is_read(tmp_path):
+    import os
+
+    from mgic_geo.data.readers import read_shape
+
+    zero = tmp_path / "zero.off"
+    os.symlink("/dev/zero", zero)
+    error = no_hang(lambda: read_shape(zero))
+    assert str(error) == f"{zero}: is a character device (through a symlink), not a regular file; only regular files are read"
+    target = write(tmp_path / "cube.txt.real", f"OFF\n8 12 0\n{CUBE_VERTICES}{CUBE_FACES}")
+    link = tmp_path / "cube.off"
+    os.symlink(target, link)
+    assert read_shape(link)["face"].shape == (3, 12)
+    folder = tmp_path / "folder.xyz"
+    folder.mkdir()
+    assert str(no_hang(lambda: read_points(folder))) == f"{folder}: is a folder, not a regular file; only regular files are read"
+
+
+@pytest.mark.parametrize("name", ["huge.xyz", "huge.off", "huge.npy", "huge.pcd"])
+def test_a_huge_sparse_file_is_refused_before_reading(tmp_path, name):
+    from mgic_geo.data.errors import MAX_FILE_BYTES
+    from mgic_geo.data.readers import read_shape
+
+    assert MAX_FILE_BYTES == 256 * 2**20
+    huge = tmp_path / name
+    with open(huge, "wb") as handle:
+        handle.truncate(2**30)  # 1 GiB, sparse: no disk space used
+    error = no_hang(lambda: read_shape(huge))
+    assert str(error) == (f"{huge}: is 1073741824 bytes, more than the 268435456-byte limit for one data file; "
+                          "refused before reading (set $MGIC_MAX_FILE_BYTES to raise the limit)")
+
+
+def test_the_size_limit_follows_the_environment_variable(tmp_path, monkeypatch):
+    path = write(tmp_path / "cloud.xyz", "0 0 0\n1 0 0\n0 1 0\n")
+    monkeypatch.setenv("MGIC_MAX_FILE_BYTES", "10")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: is 18 bytes, more than the 10-byte limit")):
+        read_points(path)
+    monkeypatch.setenv("MGIC_MAX_FILE_BYTES", "18")
+    assert read_points(path).shape == (3, 3)
+    monkeypatch.setenv("MGIC_MAX_FILE_BYTES", "1GB")
+    with pytest.raises(ValueError, match=re.escape("$MGIC_MAX_FILE_BYTES must be a positive number of bytes, got '1GB'")):
+        read_points(path)
+
+
+def test_the_image_readers_refuse_fifos_and_huge_files(tmp_path, monkeypatch):
+    import os
+
+    from mgic_geo.data.cifar10_archive import read_cifar10_names
+    from mgic_geo.data.image_files import load_image
+    from mgic_geo.data.segmentation import load_mask
+
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+    message = f"{fifo}: is a FIFO (named pipe), not a regular file; only regular files are read"
+    assert str(no_hang(lambda: load_image(fifo), fifo)) == message
+    assert str(no_hang(lambda: load_mask(fifo, 3, 255), fifo)) == message
+    os.mkfifo(tmp_path / "batches.meta")
+    assert str(no_hang(lambda: read_cifar10_names(tmp_path), tmp_path / "batches.meta")).startswith(
+        f"{tmp_path / 'batches.meta'}: is a FIFO (named pipe), not a regular file")
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as handle:
+        handle.truncate(2**30)
+    assert str(no_hang(lambda: load_image(huge))).startswith(f"{huge}: is 1073741824 bytes, more than the 268435456-byte")
+
+
+# ----------------------------------------------------------------------------------------------
+# A value that is not a number: an error naming the file and the line (issue 16, item 7)
+
+PCD_HEADER = ("VERSION .7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 3\nHEIGHT 1\n"
+              "VIEWPOINT 0 0 0 1 0 0 0\nPOINTS 3\nDATA ascii\n")
+PLY_HEADER = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("a.pcd", PCD_HEADER + "0 0 0\n1 abc 1\n2 3 4\n", "line 12: 'abc' is not a number (the line is '1 abc 1')"),
+    ("b.pcd", PCD_HEADER + "0 0 0\n1 2 1\n2 3 4x\n", "line 13: '4x' is not a number (the line is '2 3 4x')"),
+    ("c.ply", PLY_HEADER + "0 0 0\n1 abc 1\n2 3 4\n", "line 9: 'abc' is not a number (the line is '1 abc 1')"),
+    ("d.xyz", "1 2 3\n# a comment\n\n4 five 6\n7 8 9\n",
+     "is not a table of numbers: line 4: 'five' is not a number (the line is '4 five 6')"),
+    ("e.txt", "1,2,3\n4,5,--6\n", "is not a table of numbers: line 2: '--6' is not a number (the line is '4 5 --6')"),
+])
+def test_a_non_number_names_the_file_and_the_line(tmp_path, name, content, message):
+    path = write(tmp_path / name, content)
+    with pytest.raises(ValueError) as error:
+        read_points(path)
+    assert str(error.value) == f"{path}: {message}"
+
+
+def test_numbers_in_every_spelling_are_still_read(tmp_path):
+    path = write(tmp_path / "ok.pcd", PCD_HEADER + "0 0 0\n1e0 -2.5E+1 .5\n+3. 4 5\n")
+    assert read_points(path).tolist() == [[0, 0, 0], [1, -25, 0.5], [3, 4, 5]]

@@ -303,9 +303,10 @@ def bad_checkpoints(folder):
 @pytest.mark.parametrize("ckpt, expected", [
     ("missing.ckpt", "{d}/missing.ckpt: no such checkpoint file"),
     ("a_folder.ckpt", "{d}/a_folder.ckpt: is a directory, expected a checkpoint file"),
-    ("text.ckpt", "{d}/text.ckpt: is not a checkpoint torch.load can read (not a zip archive as torch.save writes)"),
-    ("object.ckpt", "{d}/object.ckpt: torch.load(weights_only=True) refuses it: it holds a "
-                    "torch.nn.modules.activation.ReLU object"),
+    ("text.ckpt", "{d}/text.ckpt: not a readable checkpoint: neither a zip archive as torch.save writes nor plain "
+                  "data that torch.load(weights_only=True) accepts (UnpicklingError: Unsupported operand 110)"),
+    ("object.ckpt", "{d}/object.ckpt: refused to load: the file holds a pickled reference to "
+                    "torch.nn.modules.activation.ReLU, which is neither weights nor plain data"),
     ("image.ckpt", "{d}/image.ckpt: is not a PointCloudClassifier checkpoint: it is a checkpoint of "
                    "mgic_geo.training.ImageClassifier"),
     ("weights.pt", "{d}/weights.pt: is not a PointCloudClassifier checkpoint: expected a Lightning checkpoint with "
@@ -489,3 +490,99 @@ def test_cli_render_synthetic_clouds_know_their_class(tmp_path, capsys, one_thre
     right = sum(row["class_name"] == CLASSES[i % 10] for i, row in enumerate(read_rows(tmp_path / "p.csv")))
     assert f"wrote {picture} (12 clouds drawn; {right} of 12 with a known class right)" in printed
     png_size(picture)
+
+
+# ----------------------------------------------------------------------------------------------
+# A bad file among many (issue 16, item 9): --skip-bad, or stop keeping the rows already made
+
+
+def write_mixed_inputs(folder):
+    """Six clouds; the third unreadable (a non-number), the fifth a FIFO (never opened)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for number in range(6):
+        np.savetxt(folder / f"c{number}.xyz", rng.normal(size=(40, 3)))
+    (folder / "c2.xyz").write_text("1 2 3\n4 five 6\n")
+    (folder / "c4.xyz").unlink()
+    os.mkfifo(folder / "c4.xyz")
+    return [folder / f"c{number}.xyz" for number in range(6)]
+
+
+def test_without_skip_bad_the_rows_before_a_bad_file_are_kept_in_a_partial_file(tmp_path, capsys, one_thread):
+    files = write_mixed_inputs(tmp_path / "in")
+    out = tmp_path / "p.csv"
+    model = ["predict", "--model", "mgic_diffgcn", "--model-kwargs", '{"k": 4}', "--num-points", "32", "--no-progress",
+             "--batch-size", "4", "--out", str(out), "--inputs", str(tmp_path / "in")]
+    assert main(model) == 2
+    err = capsys.readouterr().err
+    assert error_line(err) == (f"mgic-geo: error: {files[2]}: is not a table of numbers: line 2: 'five' is not a number "
+                               "(the line is '4 five 6')")
+    assert (f"  stopped at this file (input 3 of 6): the 2 row(s) predicted before it are kept in "
+            f"{tmp_path / 'p.partial.csv'}; {out} was not written (--skip-bad skips bad files and goes on)") in err
+    kept = read_rows(tmp_path / "p.partial.csv")
+    assert not out.exists() and [row["file"] for row in kept] == [str(f) for f in files[:2]]
+
+    # the same rows as a run over those files alone (the sampling seeds follow the input's position)
+    assert main([*model[:-1], str(tmp_path / "in" / "c[01].xyz")]) == 0
+    assert read_rows(out) == kept
+    assert not (tmp_path / "p.partial.csv").exists()  # a complete run removes the earlier run's partial file
+
+    # the first file bad: nothing to keep
+    out.unlink()
+    (tmp_path / "in" / "c0.xyz").write_text("OFF\n")
+    assert main(model) == 2
+    err = capsys.readouterr().err
+    assert "stopped at this file (input 1 of 6): no cloud was predicted before it" in err
+    assert not out.exists() and not (tmp_path / "p.partial.csv").exists()
+
+
+def test_skip_bad_lists_the_skipped_files_and_exits_3(tmp_path, capsys, one_thread):
+    files = write_mixed_inputs(tmp_path / "in")
+    out = tmp_path / "p.csv"
+    model = ["predict", "--model", "mgic_diffgcn", "--model-kwargs", '{"k": 4}', "--num-points", "32", "--no-progress",
+             "--batch-size", "2", "--out", str(out), "--inputs", str(tmp_path / "in"), "--check-equal", "4",
+             "--render", "3"]
+    assert main([*model, "--skip-bad"]) == 3
+    captured = capsys.readouterr()
+    reasons = ["is not a table of numbers: line 2: 'five' is not a number (the line is '4 five 6')",
+               "is a FIFO (named pipe), not a regular file; only regular files are read"]
+    assert f"mgic-geo: skipped {files[2]}: {reasons[0]}" in captured.err
+    assert f"mgic-geo: skipped {files[4]}: {reasons[1]}" in captured.err
+    assert (f"skipped 2 of 6 input files that could not be read, listed with the reason in {tmp_path / 'p.skipped.csv'} "
+            "(exit status 3)") in captured.out
+    assert "argmax agree 4/4: equal" in captured.out and "(3 clouds drawn" in captured.out
+    assert [row["file"] for row in read_rows(out)] == [str(files[i]) for i in (0, 1, 3, 5)]
+    assert read_rows(tmp_path / "p.skipped.csv") == [{"file": str(files[2]), "reason": reasons[0]},
+                                                     {"file": str(files[4]), "reason": reasons[1]}]
+    skipped_rows = read_rows(out)
+
+    # the good files give the same rows without --skip-bad; a clean run exits 0 and removes the old list
+    (tmp_path / "in" / "c2.xyz").unlink()
+    (tmp_path / "in" / "c4.xyz").unlink()
+    assert main([*model, "--skip-bad"]) == 0
+    assert [row["file"] for row in read_rows(out)] == [str(files[i]) for i in (0, 1, 3, 5)]
+    assert [row["file"] for row in skipped_rows] == [row["file"] for row in read_rows(out)]
+    assert not (tmp_path / "p.skipped.csv").exists()
+
+    # nothing readable: an error, the list written, no CSV
+    for path in (tmp_path / "in").iterdir():
+        path.write_text("x y z\n")
+    out.unlink()
+    assert main([*model, "--skip-bad"]) == 2
+    assert error_line(capsys.readouterr().err).startswith(
+        f"mgic-geo: error: none of the 4 input files could be read, so {out} was not written; each is listed with the "
+        f"reason in {tmp_path / 'p.skipped.csv'}")
+    assert not out.exists() and len(read_rows(tmp_path / "p.skipped.csv")) == 4
+
+
+def test_a_short_point_file_is_padded_with_a_warning_naming_it(tmp_path):
+    import numpy as np
+
+    from mgic_geo.data.clouds import read_cloud
+
+    path = tmp_path / "few.xyz"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(12, 3)))
+    with pytest.warns(UserWarning, match=r"few.xyz: has 12 points, fewer than num_points=32; its cloud is all 12 "
+                                         r"points plus 20 random repeats"):
+        cloud = read_cloud(path, 32, min_points=11)
+    assert cloud.shape == (32, 3)

@@ -20,3 +20,14 @@ def test_conv_norm_act_is_a_grouped_same_padding_conv():
     assert layer(torch.randn(2, 16, 9, 9)).shape == (2, 16, 9, 9)
     assert layer[0].groups == 4 and layer[0].padding == (2, 2) and layer[0].bias is None
     assert isinstance(layer[2], nn.GELU)
+
+
+def test_channel_mix_names_a_wrong_dtype_or_an_empty_batch():
+    import pytest
+
+    layer = ChannelMixNormAct(16, 4)
+    assert layer.double()(torch.randn(2, 16, 3, 3, dtype=torch.float64)).dtype == torch.float64
+    with pytest.raises(ValueError, match=r"ChannelMixNormAct: `x` has dtype torch.float32 but its parameters have torch.float64"):
+        layer(torch.randn(2, 16, 3, 3))
+    with pytest.raises(ValueError, match=r"ChannelMixNormAct: `x` holds 0 nodes"):
+        layer(torch.randn(0, 16, 3, 3, dtype=torch.float64))

@@ -148,3 +148,27 @@ def test_bad_inputs(pos, batch, message):
 def test_num_points_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expects clouds of 32 points \(`num_points`\), but the batch has 40 points"):
         small("dgcnn", num_points=32)(torch.randn(40, 3))
+
+
+@pytest.mark.parametrize("name, network", [("dgcnn", "DGCNN"), ("mgic_dgcnn", "DGCNN"), ("diffgcn", "DiffGCNNet"),
+                                           ("mgic_diffgcn", "DiffGCNNet"), ("dgcnn_pyg_example", "PyGExampleDGCNN")])
+def test_positions_of_another_dtype_or_device_are_named(name, network):
+    model = small(name).eval()
+    pos, batch = shapes(2, 32)
+    with pytest.raises(ValueError, match=rf"^{network}: `pos` has dtype torch.float64 but its parameters have "
+                                         r"torch.float32; convert one of them"):
+        model(pos.double(), batch)
+    with pytest.raises(ValueError, match=rf"^{network}: `pos` must be floating point \(its parameters' dtype "
+                                         r"torch.float32\), got dtype torch.int64"):
+        model(pos.long(), batch)
+    with pytest.raises(ValueError, match=rf"^{network}: `pos` is on device meta but its parameters are on cpu"):
+        model(pos.to("meta"), batch)
+    with pytest.raises(ValueError, match=rf"^{network}: `pos` is on the meta device, which holds no values"):
+        model.to("meta")(pos.to("meta"), batch)
+
+
+@pytest.mark.parametrize("name", ["dgcnn", "mgic_dgcnn", "diffgcn", "mgic_diffgcn"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_networks_run_in_the_dtype_they_are_converted_to(name, dtype):
+    pos, batch = shapes(2, 32)
+    assert small(name).eval().to(dtype)(pos.to(dtype), batch).dtype == dtype

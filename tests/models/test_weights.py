@@ -41,12 +41,7 @@ NUM_POINTS = 64
 FILE_NAME = MGICDiffGCN_Weights.MODELNET10_V1.path.name
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one intra-op thread, as the subprocesses have
 
 
 @pytest.fixture(scope="module")

@@ -454,3 +454,47 @@ def test_mac_counting_sees_the_dense_search():
     with cost.counting():
         assert not grid_applies(points, 10)
     assert grid_applies(points, 10)
+
+
+# --- clouds with k points or fewer (issue 16, item 11) ------------------------------------------
+
+def _small_cloud_warnings(record):
+    return [str(w.message) for w in record if issubclass(w.category, UserWarning) and "knn_graph: k=" in str(w.message)]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"cloud_size": 5}, {"backend": "torch"}])
+def test_k_beyond_a_small_cloud_warns_once_and_keeps_every_other_point(kwargs):
+    x = torch.randn(5, 3)
+    with pytest.warns(UserWarning) as record:
+        edge_index = knn_graph(x, 10, **kwargs)
+    assert _small_cloud_warnings(record) == [
+        "knn_graph: k=10 but a cloud has only 5 points, so each of its points gets 4 neighbours "
+        "(every other point of its cloud) instead of 10"]
+    assert edge_index.shape == (2, 5 * 4)  # the behaviour is kept
+
+
+def test_the_warning_comes_once_per_call_naming_the_smallest_cloud():
+    x = torch.randn(3 + 6 + 3 + 20, 3)
+    batch = torch.tensor([0] * 3 + [1] * 6 + [2] * 3 + [3] * 20)
+    with pytest.warns(UserWarning) as record:
+        knn_graph(x, 8, batch, loop=True)
+    assert _small_cloud_warnings(record) == [
+        "knn_graph: k=8 but a cloud has only 3 points, so each of its points gets 3 neighbours "
+        "(every point of its cloud, itself included) instead of 8"]
+    same = torch.randn(4 * 6, 3)
+    with pytest.warns(UserWarning) as record:
+        knn_graph(same, 6, torch.arange(4).repeat_interleave(6))
+    assert len(_small_cloud_warnings(record)) == 1 and "a cloud has only 6 points" in _small_cloud_warnings(record)[0]
+
+
+def test_no_warning_when_every_cloud_is_large_enough_or_under_compilation(monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        knn_graph(torch.randn(11, 3), 10)  # 10 other points: exactly k
+        knn_graph(torch.randn(10, 3), 10, loop=True)
+        knn_graph(torch.randn(3 * 11, 3), 10, cloud_size=11)
+        knn_graph(torch.randn(0, 3), 10)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        knn_graph(torch.randn(5, 3), 10, cloud_size=5)

@@ -39,14 +39,7 @@ class StepProbe(Callback):
 '''
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread in this process too, as in the subprocesses: the same sums in every run, and
-    no OpenMP threads fighting over a busy machine (measured: 10 s instead of 0.1 s a step on 2 busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one intra-op thread, as the subprocesses have
 
 
 @pytest.fixture(scope="module")
