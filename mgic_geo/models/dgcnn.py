@@ -11,6 +11,14 @@ The paper's network (Table 6, "a smaller version of DGCNN whose last three class
 EdgeConvs: ``EdgeConv 3->64``, ``MGIC(64)``, grouped ``64->128`` + ``MGIC(128)``, grouped
 ``128->256`` + ``MGIC(256)``. Each MGIC block builds one kNN graph on its input features, shared by
 its levels.
+
+``diffgcn_dgcnn`` and ``mgic_diffgcn_dgcnn`` are the paper's own description of its diffGCN rows
+("we replace the GCN block with each of the backbones listed in Tab. 6"): the same skeleton on all
+1,024 points, each EdgeConv replaced by a diffGCN layer (``conv="diffgcn"``), or, for MGIC, by a
+grouped widening map and an MGIC block of diffGCN layers as ``mgic_dgcnn`` has them. diffGCN's
+operators need the offsets between points, so one kNN graph on the positions (k = 10) and its
+diffGCN operator serve every layer. Table 6 (``mgic-geo table 6``) prints their counts beside the
+package's pooled diffGCN networks (:mod:`mgic_geo.models.diffgcn`).
 """
 from __future__ import annotations
 
@@ -24,8 +32,12 @@ from mgic_geo.core.config import MGICConfig
 from mgic_geo.models.heads import (LEAKY_RELU, MGIC_POINT_CLOUD, ActLayer, NormLayer, check_layer_args, check_network_args,
                                    classifier, pointwise, widening_groups)
 from mgic_geo.models.registry import default_mgic, register_model
-from mgic_geo.nn import DynamicEdgeConvNormAct, DynamicMGICConv, knn_graph
+from mgic_geo.nn import DiffGCNNormAct, DynamicEdgeConvNormAct, DynamicMGICConv, MGICConv, knn_graph
+from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
 from mgic_geo.validation import check_int
+
+
+CONVS = ("edge", "diffgcn")
 
 
 class DGCNN(nn.Module):
@@ -40,6 +52,9 @@ class DGCNN(nn.Module):
         dropout (float): classifier dropout. (default: ``0.5``)
         mgic (MGICConfig or dict, optional): build the MGIC version with these settings
             (:class:`~mgic_geo.core.config.MGICConfig`). (default: ``None``, plain EdgeConvs)
+        conv (str): the graph layer of every block: ``"edge"`` (EdgeConv, dynamic kNN graphs on the
+            features, DGCNN's) or ``"diffgcn"`` (diffGCN layers on one kNN graph of the positions,
+            shared by every layer with its operator; module docstring). (default: ``"edge"``)
         num_points (int, optional): every cloud of a batch has this many points; the forward then
             makes no host synchronisation, and ``torch.compile(fullgraph=True)`` sees no graph
             break. (default: ``None``, read from ``batch``)
@@ -69,12 +84,16 @@ class DGCNN(nn.Module):
         k: int = 10,
         dropout: float = 0.5,
         mgic: MGICConfig | dict | None = None,
+        conv: str = "edge",
         num_points: int | None = None,
         norm_layer: NormLayer | None = None,
         act_layer: ActLayer | None = None,
     ):
         super().__init__()
         check_network_args(num_classes=num_classes, k=k, num_points=num_points)
+        if conv not in CONVS:
+            raise ValueError(f"`conv` must be one of {CONVS}, got {conv!r}")
+        self.conv = conv
         check_layer_args(norm_layer=norm_layer, act_layer=act_layer)
         layers = dict(norm_layer=norm_layer, act_layer=act_layer)
         point_layers = dict(norm_layer=norm_layer, act_layer=act_layer or LEAKY_RELU)
@@ -85,10 +104,14 @@ class DGCNN(nn.Module):
         in_channels = 3
         for width in widths:
             check_int("widths", width)
-            if mgic is None or in_channels == 3:
+            if (mgic is None or in_channels == 3) and conv == "diffgcn":
+                self.layers.append(DiffGCNNormAct(in_channels, width, **layers))
+            elif mgic is None or in_channels == 3:
                 self.layers.append(DynamicEdgeConvNormAct(in_channels, width, k=k, **layers))
             else:
-                layer = nn.ModuleDict({"block": DynamicMGICConv(width, conv="edge", k=k, mgic=mgic, **layers)})
+                block = (MGICConv(width, conv="diffgcn", mgic=mgic, **layers) if conv == "diffgcn"
+                         else DynamicMGICConv(width, conv="edge", k=k, mgic=mgic, **layers))
+                layer = nn.ModuleDict({"block": block})
                 if width != in_channels:
                     layer["widen"] = pointwise(in_channels, width, groups=widening_groups(in_channels, width, mgic.group_size),
                                                **point_layers)
@@ -99,6 +122,8 @@ class DGCNN(nn.Module):
 
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         clouds = Clouds.of(pos, batch, self.num_points, model=self)
+        if self.conv == "diffgcn":
+            return self._head(clouds, self._diffgcn_features(pos, clouds))
         x, features = pos, []
         for layer in self.layers:
             if isinstance(layer, DynamicEdgeConvNormAct):
@@ -108,6 +133,24 @@ class DGCNN(nn.Module):
                     x = layer["widen"](x)
                 x = layer["block"](x, None, clouds.batch, cloud_size=clouds.size)
             features.append(x)
+        return self._head(clouds, features)
+
+    def _diffgcn_features(self, pos: Tensor, clouds: Clouds) -> list[Tensor]:
+        """Every block's output, the blocks on one kNN graph of the positions and its diffGCN operator."""
+        graph, degree = clouds.knn(pos, self.k), clouds.regular_degree(self.k)
+        operator = DiffGCNOperator.build(pos, graph, k=degree) if operator_applies(pos) else None
+        x, features = pos, []
+        for layer in self.layers:
+            if isinstance(layer, DiffGCNNormAct):
+                x = layer(x, pos, graph, k=degree, operator=operator)
+            else:
+                if "widen" in layer:
+                    x = layer["widen"](x)
+                x = layer["block"](x, pos, graph, k=degree, operator=operator)
+            features.append(x)
+        return features
+
+    def _head(self, clouds: Clouds, features: list[Tensor]) -> Tensor:
         return self.head(clouds.global_pool(self.embed(torch.cat(features, dim=1))))
 
 
@@ -163,3 +206,22 @@ def mgic_dgcnn(*, num_classes: int = 10, k: int = 10, mgic: MGICConfig | dict | 
 def dgcnn_pyg_example(*, num_classes: int = 10, k: int = 20, num_points: int | None = None) -> PyGExampleDGCNN:
     """PyG's example DGCNN (0.88 M params at 10 classes), the throughput baseline."""
     return PyGExampleDGCNN(num_classes=num_classes, k=k, num_points=num_points)
+
+
+@register_model
+def diffgcn_dgcnn(*, num_classes: int = 10, k: int = 10, num_points: int | None = None,
+                  dropout: float = 0.5) -> DGCNN:
+    """diffGCN in the paper's DGCNN skeleton (Table 6 row 2 as the paper describes it: every EdgeConv
+    replaced by a diffGCN layer, all 1,024 points; paper: 0.57 M params, 64 M FLOPs)."""
+    return DGCNN(num_classes=num_classes, k=k, num_points=num_points, dropout=dropout, conv="diffgcn")
+
+
+@register_model
+@default_mgic(MGIC_POINT_CLOUD)
+def mgic_diffgcn_dgcnn(*, num_classes: int = 10, k: int = 10, mgic: MGICConfig | dict | None = None,
+                       num_points: int | None = None, dropout: float = 0.5) -> DGCNN:
+    """MGIC-diffGCN in the paper's DGCNN skeleton (Table 6 row 3 as the paper describes it; paper:
+    0.11 M params, 13.7 M FLOPs); ``mgic`` defaults to ``MGICConfig(group_size=8, coarsest=16)``."""
+    return DGCNN(num_classes=num_classes, k=k, mgic=MGICConfig.coerce(mgic, default=MGIC_POINT_CLOUD),
+                 num_points=num_points, dropout=dropout, conv="diffgcn")
+

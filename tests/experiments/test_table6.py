@@ -11,7 +11,8 @@ from mgic_geo.models import create_model
 
 def test_measured_columns_are_the_profile_of_each_model(tmp_path):
     rows = table6(points=128, results=tmp_path)
-    assert [row["model"] for row in rows] == ["dgcnn", "diffgcn", "mgic_diffgcn", "mgic_dgcnn"]
+    assert [row["model"] for row in rows] == ["dgcnn", "diffgcn", "mgic_diffgcn", "diffgcn_dgcnn", "mgic_diffgcn_dgcnn",
+                                              "mgic_dgcnn"]
     measured = profile(create_model("mgic_diffgcn"), torch.randn(128, 3))
     row = rows[2]
     assert row["params [M] paper"] == 0.11 and row["FLOPs [M] paper"] == 13.7 and row["accuracy [%] paper"] == 92.9
@@ -52,3 +53,12 @@ def test_mgic_rows_show_the_official_level_rule(tmp_path):
     assert rows["dgcnn"]["params [M] ours, official rule"] == "-"
     assert isinstance(rows["mgic_diffgcn"]["params [M] ours, official rule"], float)
     assert isinstance(rows["mgic_diffgcn"]["MACs [M] ours, official rule"], float)
+
+
+def test_the_papers_skeleton_rows_carry_the_papers_diffgcn_figures(tmp_path):
+    rows = {row["model"]: row for row in table6(points=128, results=tmp_path)}
+    for ours, described in (("diffgcn", "diffgcn_dgcnn"), ("mgic_diffgcn", "mgic_diffgcn_dgcnn")):
+        assert rows[described]["params [M] paper"] == rows[ours]["params [M] paper"]
+        assert rows[described]["FLOPs [M] paper"] == rows[ours]["FLOPs [M] paper"]
+    measured = profile(create_model("mgic_diffgcn_dgcnn"), torch.randn(128, 3))
+    assert rows["mgic_diffgcn_dgcnn"]["MACs [M] ours"] == round(measured.macs / 1e6, 2)

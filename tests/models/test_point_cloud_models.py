@@ -172,3 +172,17 @@ def test_positions_of_another_dtype_or_device_are_named(name, network):
 def test_networks_run_in_the_dtype_they_are_converted_to(name, dtype):
     pos, batch = shapes(2, 32)
     assert small(name).eval().to(dtype)(pos.to(dtype), batch).dtype == dtype
+
+
+def test_diffgcn_in_dgcnns_skeleton_shares_one_graph_and_operator():
+    from mgic_geo.models.dgcnn import DGCNN
+    from mgic_geo.nn import MGICConv
+
+    model = create_model("mgic_diffgcn_dgcnn", num_points=64).eval()
+    assert isinstance(model, DGCNN) and model.conv == "diffgcn"
+    assert sum(isinstance(m, MGICConv) for m in model.modules()) == 3  # MGIC(64), MGIC(128), MGIC(256)
+    pos = torch.randn(2 * 64, 3)
+    with torch.no_grad():
+        assert model(pos, torch.arange(2).repeat_interleave(64)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"`conv` must be one of \('edge', 'diffgcn'\), got 'gcn'"):
+        DGCNN(conv="gcn")
