@@ -22,6 +22,10 @@ COMMANDS = {
         "mgic_geo.experiments.scaling",
         "Sec. 4.4 / Eq. 8: params and MACs of a dense 3x3 block vs its MGIC block",
     ),
+    ("experiment", "decompose"): (
+        "mgic_geo.experiments.decompose",
+        "where an image network's params and MACs go, by stage and role (MGIC levels, transfers, transitions)",
+    ),
     ("experiment", "results"): (
         "mgic_geo.experiments.results",
         "real-data fits of every network at an equal wall-clock budget, written up as docs/results.md",

@@ -1,0 +1,171 @@
+"""Where an image network's parameters and MACs go, by stage and by role (``mgic-geo experiment decompose``).
+
+The paper's tables give one figure per network; when ours differs, the question is which part
+differs. This splits one forward pass (:class:`torch.utils.flop_counter.FlopCounterMode`, per module,
+on the ``meta`` device) and the parameters by the module that holds them, into rows of
+``(stage, role)``:
+
+* ``stage``: ``stem``, ``stage <i>`` (ResNet ``stages.<i>``, MobileNetV3 ``features.<i>``) or
+  ``head``;
+* ``role``: inside an MGIC block, ``level <j> block`` (``coarsest block`` for the fully coupled
+  one), ``restriction``, ``prolongation`` or ``correction norm``; elsewhere ``transition``,
+  ``shortcut``, ``block`` (a plain block) or ``other``.
+
+Run with ``--level-rule both`` to see the paper's and the authors' level rules side by side. The
+totals are those of :func:`mgic_geo.complexity.profile` (a test checks this).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from mgic_geo.core.block import MGICBlock
+from mgic_geo.models import create_model
+from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic, model_builder
+from mgic_geo.tables import write_table
+
+MGIC_PARTS = {"restrictions": "restriction", "prolongations": "prolongation", "norms": "correction norm"}
+ROLE_ORDER = ("stem", "transition", "shortcut", "block", "classifier", "other")  # then the levels, in order
+LATE_ROLES = ("coarsest block", "restriction", "prolongation", "correction norm")
+
+
+def _stage(path: str) -> str:
+    match = re.match(r"(?:stages|features)\.(\d+)", path)
+    if match:
+        return f"stage {match.group(1)}"
+    if path.startswith(("stem", "features.0")):
+        return "stem"
+    if path.startswith(("fc", "classifier", "pool", "avgpool")):
+        return "head"
+    return "other"
+
+
+def _role(model: nn.Module, path: str) -> str:
+    """The role of the module at ``path`` (module docstring), from the MGIC block that holds it, if any."""
+    parts = path.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        owner = model.get_submodule(".".join(parts[:end]))
+        if isinstance(owner, MGICBlock):
+            part, rest = parts[end], parts[end + 1:]
+            if part in MGIC_PARTS:
+                return MGIC_PARTS[part]
+            if part == "blocks" and rest:
+                level = int(rest[0])
+                return "coarsest block" if level == len(owner.widths) - 1 else f"level {level} block"
+            return "other"
+    if "downsample" in parts:
+        return "shortcut"
+    if any(type(model.get_submodule(".".join(parts[:end]))).__name__ == "Transition" for end in range(1, len(parts))):
+        return "transition"
+    return {"stem": "stem", "head": "classifier"}.get(_stage(path), "block")
+
+
+def _order(row: dict) -> tuple:
+    stage, role = row["stage"], row["role"]
+    stage_key = (0, 0) if stage == "stem" else (1, int(stage.split()[1])) if stage.startswith("stage ") else \
+        (2, 0) if stage == "head" else (3, 0) if stage == "other" else (4, 0)
+    level = re.match(r"level (\d+) block", role)
+    if role in ROLE_ORDER:
+        role_key = ROLE_ORDER.index(role)
+    elif level:
+        role_key = len(ROLE_ORDER) + int(level.group(1))
+    else:
+        role_key = 1000 + LATE_ROLES.index(role) if role in LATE_ROLES else 2000
+    return stage_key, role_key
+
+
+def decompose(model: nn.Module, *inputs) -> list[dict]:
+    """Rows ``{"stage", "role", "params", "macs"}`` of ``model``'s parameters and of the MACs of
+    ``model(*inputs)``, one per (stage, role) in the order first met; totals in the last row."""
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+    prefix = type(model).__name__ + "."
+    counts = counter.get_flop_counts()
+    rows: dict[tuple[str, str], dict] = {}
+
+    def row(path: str) -> dict:
+        key = (_stage(path), _role(model, path))
+        return rows.setdefault(key, {"stage": key[0], "role": key[1], "params": 0, "macs": 0})
+
+    for path, module in model.named_modules():
+        if path and not any(True for _ in module.children()):
+            row(path)["macs"] += sum(counts.get(prefix + path, {}).values()) // 2
+            row(path)["params"] += sum(p.numel() for p in module.parameters(recurse=False))
+    result = [r for r in rows.values() if r["params"] or r["macs"]]
+    result.append({"stage": "total", "role": "", "params": sum(r["params"] for r in result),
+                   "macs": sum(r["macs"] for r in result)})
+    return result
+
+
+def decompose_model(name: str, *, size: tuple[int, int], classes: int, kwargs: dict | None = None,
+                    level_rule: str | None = None) -> list[dict]:
+    """:func:`decompose` of the registered image model ``name`` (built on ``meta``) at ``size``;
+    ``level_rule`` replaces the MGIC level rule of its configuration."""
+    kwargs = dict(kwargs or {})
+    builder = model_builder(name)
+    if level_rule is not None:
+        if getattr(builder, "default_mgic", None) is None:
+            raise ValueError(f"--level-rule: model {name!r} has no MGIC blocks")
+        kwargs = fold_legacy_mgic(builder, kwargs)
+        kwargs["mgic"] = effective_mgic(builder, kwargs.get("mgic")).replace(level_rule=level_rule)
+    with torch.device("meta"):
+        model = create_model(name, num_classes=classes, **kwargs)
+        return decompose(model, torch.empty(1, 3, *size))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a registered image model (mgic-geo's registry)")
+    parser.add_argument("--mgic", default=None, help='MGIC fields as JSON, e.g. \'{"group_size": 16, "coarsest": 32}\'')
+    parser.add_argument("--width-mult", type=float, default=None, help="MobileNetV3 width multiplier")
+    parser.add_argument("--size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
+                        help="input size (default: 32 32, CIFAR-10; 224 224 for ImageNet)")
+    parser.add_argument("--classes", type=int, default=10, help="classes (default: 10)")
+    parser.add_argument("--level-rule", choices=("paper", "official", "both"), default="both",
+                        help="MGIC level rule(s) to decompose (default: both, side by side)")
+    parser.add_argument("--out", default="outputs/decompose", help="where to write decompose.md/.csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    kwargs = {}
+    if args.mgic:
+        try:
+            kwargs["mgic"] = json.loads(args.mgic)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--mgic: not JSON ({error}): {args.mgic!r}") from None
+    if args.width_mult is not None:
+        kwargs["width_mult"] = args.width_mult
+    has_mgic = getattr(model_builder(args.model), "default_mgic", None) is not None
+    rules = (["paper", "official"] if args.level_rule == "both" else [args.level_rule]) if has_mgic else [None]
+    tables = {rule: decompose_model(args.model, size=tuple(args.size), classes=args.classes, kwargs=kwargs,
+                                    level_rule=rule) for rule in rules}
+    merged: dict[tuple[str, str], dict] = defaultdict(dict)
+    for rule, rows in tables.items():
+        label = f" ({rule} rule)" if rule else ""
+        for r in rows:
+            entry = merged[(r["stage"], r["role"])]
+            entry.update({"stage": r["stage"], "role": r["role"], f"params{label}": r["params"],
+                          f"MACs [M]{label}": round(r["macs"] / 1e6, 3)})
+    rows = [dict(entry) for entry in merged.values()]
+    columns = ["stage", "role"] + [c for rule in rules for c in (f"params{f' ({rule} rule)' if rule else ''}",
+                                                                   f"MACs [M]{f' ({rule} rule)' if rule else ''}")]
+    rows = [{column: entry.get(column, 0) for column in columns} for entry in rows]
+    total = [r for r in rows if r["stage"] == "total"]
+    rows = sorted((r for r in rows if r["stage"] != "total"), key=_order) + total
+    title = f"Decomposition of {args.model} {json.dumps(kwargs) if kwargs else ''} at {args.size[0]}x{args.size[1]}"
+    notes = ["Per module, from torch.utils.flop_counter on the meta device (MACs = FLOPs / 2); parameters by the "
+             "module that holds them; see mgic_geo.experiments.decompose for the stage and role names."]
+    _, _, text = write_table(rows, args.out, "decompose", title=title, notes=notes)
+    print(text)
+    return 0
