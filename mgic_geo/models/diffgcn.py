@@ -83,9 +83,8 @@ class DiffGCNNet(nn.Module):
         - **input:** positions :math:`(N, 3)`, batch :math:`(N,)` (sorted)
         - **output:** logits :math:`(B, \text{num_classes})`
 
-    ``pos`` must be floating point in the network's dtype and on its device (any dtype under
-    ``torch.autocast``), with at least one point: anything else raises a ``ValueError`` naming the
-    network (:mod:`mgic_geo.nn.inputs`).
+    The inputs are checked as :class:`~mgic_geo.models.dgcnn.DGCNN` checks them
+    (:mod:`mgic_geo.nn.inputs`).
     """
 
     def __init__(
