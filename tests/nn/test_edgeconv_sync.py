@@ -1,6 +1,5 @@
 """EdgeConvNormAct after SyncBatchNorm conversion: batch statistics over the edges of every process."""
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -18,10 +17,10 @@ def data():
     return layer, x
 
 
-def run(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def run(rank, out):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # a file store: no port to pick, so no race with other processes for it
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out, 'store')}", rank=rank, world_size=2)
     try:
         layer, x = data()
         layer = torch.nn.SyncBatchNorm.convert_sync_batchnorm(layer)
@@ -30,18 +29,19 @@ def run(rank, port, out):
         y.square().sum().backward()
         torch.save({"y": y.detach(), "grad": part.grad, "running_var": layer.norm.running_var,
                     "weight_grad": layer.norm.weight.grad}, os.path.join(out, f"{rank}.pt"))
+        dist.barrier()  # both results are written before either process leaves the group
     finally:
         dist.destroy_process_group()
+    # Leave without the interpreter's teardown: gloo's background threads can abort it
+    # ("terminate called without an active exception", SIGABRT) after the work is done and saved.
+    os._exit(0)
 
 
 def test_sync_batchnorm_reduces_the_statistics_over_processes(tmp_path):
     if not dist.is_available():
         import pytest
         pytest.skip("torch.distributed is not available")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(run, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(run, args=(str(tmp_path),), nprocs=2, join=True)
     layer, x = data()
     x.requires_grad_()
     y = layer(x, knn_graph(x, 5, torch.arange(4).repeat_interleave(20)), k=5)
