@@ -1,15 +1,21 @@
-"""Where an image network's parameters and MACs go, by stage and by role (``mgic-geo experiment decompose``).
+"""Where a network's parameters and MACs go, by stage and by role (``mgic-geo experiment decompose``).
 
 The paper's tables give one figure per network; when ours differs, the question is which part
 differs. This splits one forward pass (:class:`torch.utils.flop_counter.FlopCounterMode`, per module,
 on the ``meta`` device) and the parameters by the module that holds them, into rows of
 ``(stage, role)``:
 
-* ``stage``: ``stem``, ``stage <i>`` (ResNet ``stages.<i>``, MobileNetV3 ``features.<i>``) or
-  ``head``;
+* ``stage``: ``stem``, ``stage <i>`` (ResNet ``stages.<i>``, MobileNetV3 ``features.<i>``, the
+  point-cloud networks' ``blocks.<i>`` / ``widen.<i>`` / ``layers.<i>``) or ``head``;
 * ``role``: inside an MGIC block, ``level <j> block`` (``coarsest block`` for the fully coupled
   one), ``restriction``, ``prolongation`` or ``correction norm``; elsewhere ``transition``,
-  ``shortcut``, ``block`` (a plain block) or ``other``.
+  ``widening map``, ``shortcut``, ``block`` (a plain block), ``embedding`` or ``classifier``.
+
+Point-cloud networks run on one random cloud (``--points``) inside a MAC count
+(:mod:`mgic_geo.nn.cost`), as :func:`~mgic_geo.complexity.profile` runs them: the grouped channel
+maps count their true MACs (not the zero blocks of their batched products), and the kNN searches
+and graph operators, which run outside the learned maps, are left out as the paper's FLOPs leave
+them out (``mgic-geo table 6`` has them in columns of their own).
 
 Run with ``--level-rule both`` to see the paper's and the authors' level rules side by side. The
 totals are those of :func:`mgic_geo.complexity.profile` (a test checks this).
@@ -25,23 +31,27 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from mgic_geo.complexity import MISSING_FORMULAS
 from mgic_geo.core.block import MGICBlock
+from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.models import create_model
-from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic, model_builder
+from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic, model_builder, model_task
+from mgic_geo.nn import cost
 from mgic_geo.tables import write_table
 
 MGIC_PARTS = {"restrictions": "restriction", "prolongations": "prolongation", "norms": "correction norm"}
-ROLE_ORDER = ("stem", "transition", "shortcut", "block", "classifier", "other")  # then the levels, in order
+ROLE_ORDER = ("stem", "transition", "widening map", "shortcut", "block", "embedding", "classifier",
+              "other", "outside the layers")  # then the levels, in order
 LATE_ROLES = ("coarsest block", "restriction", "prolongation", "correction norm")
 
 
 def _stage(path: str) -> str:
-    match = re.match(r"(?:stages|features)\.(\d+)", path)
+    match = re.match(r"(?:stages|features|blocks|widen|layers)\.(\d+)", path)
     if match:
         return f"stage {match.group(1)}"
-    if path.startswith(("stem", "features.0")):
+    if path.startswith("stem"):
         return "stem"
-    if path.startswith(("fc", "classifier", "pool", "avgpool")):
+    if path.startswith(("fc", "classifier", "pool", "avgpool", "head", "embed")):
         return "head"
     return "other"
 
@@ -61,6 +71,8 @@ def _role(model: nn.Module, path: str) -> str:
             return "other"
     if "downsample" in parts:
         return "shortcut"
+    if parts[0] in ("widen", "embed"):
+        return {"widen": "widening map", "embed": "embedding"}[parts[0]]
     if any(type(model.get_submodule(".".join(parts[:end]))).__name__ == "Transition" for end in range(1, len(parts))):
         return "transition"
     return {"stem": "stem", "head": "classifier"}.get(_stage(path), "block")
@@ -83,14 +95,21 @@ def _order(row: dict) -> tuple:
 def decompose(model: nn.Module, *inputs) -> list[dict]:
     """Rows ``{"stage", "role", "params", "macs"}`` of ``model``'s parameters and of the MACs of
     ``model(*inputs)``, one per (stage, role) in the order first met; totals in the last row."""
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=MISSING_FORMULAS)  # as profile counts
+    true_macs: dict[str, int] = defaultdict(int)  # grouped channel maps: their MACs without zero blocks
+    handles = [module.register_forward_hook(
+        lambda module, args, output, path=path: true_macs.__setitem__(
+            path, true_macs[path] + output.numel() * module.weight.shape[-1]))
+        for path, module in model.named_modules() if isinstance(module, GroupedChannelMap)]
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad(), counter:
+        with torch.no_grad(), counter, cost.counting() as graph_macs:  # the reference formulations, as profile's
             model(*inputs)
     finally:
         model.train(was_training)
+        for handle in handles:
+            handle.remove()
     prefix = type(model).__name__ + "."
     counts = counter.get_flop_counts()
     rows: dict[tuple[str, str], dict] = {}
@@ -99,20 +118,29 @@ def decompose(model: nn.Module, *inputs) -> list[dict]:
         key = (_stage(path), _role(model, path))
         return rows.setdefault(key, {"stage": key[0], "role": key[1], "params": 0, "macs": 0})
 
+    counted_in_layers = 0
     for path, module in model.named_modules():
         if path and not any(True for _ in module.children()):
-            row(path)["macs"] += sum(counts.get(prefix + path, {}).values()) // 2
+            counted = sum(counts.get(prefix + path, {}).values()) // 2
+            counted_in_layers += counted
+            row(path)["macs"] += true_macs[path] if isinstance(module, GroupedChannelMap) else counted
             row(path)["params"] += sum(p.numel() for p in module.parameters(recurse=False))
     result = [r for r in rows.values() if r["params"] or r["macs"]]
+    # products outside every layer that profile counts too (e.g. the point-cloud networks' hash of the
+    # coordinates when they halve a cloud); the kNN and graph-operator products there are left out
+    outside = sum(counts.get("Global", {}).values()) // 2 - counted_in_layers - sum(graph_macs.values())
+    if outside > 0:
+        result.append({"stage": "other", "role": "outside the layers", "params": 0, "macs": outside})
     result.append({"stage": "total", "role": "", "params": sum(r["params"] for r in result),
                    "macs": sum(r["macs"] for r in result)})
     return result
 
 
-def decompose_model(name: str, *, size: tuple[int, int], classes: int, kwargs: dict | None = None,
-                    level_rule: str | None = None) -> list[dict]:
-    """:func:`decompose` of the registered image model ``name`` (built on ``meta``) at ``size``;
-    ``level_rule`` replaces the MGIC level rule of its configuration."""
+def decompose_model(name: str, *, size: tuple[int, int] = (32, 32), classes: int = 10, kwargs: dict | None = None,
+                    level_rule: str | None = None, points: int = 1024) -> list[dict]:
+    """:func:`decompose` of the registered model ``name``: an image model built on ``meta`` at
+    ``size``, a point-cloud model on one cloud of ``points`` points; ``level_rule`` replaces the
+    MGIC level rule of its configuration."""
     kwargs = dict(kwargs or {})
     builder = model_builder(name)
     if level_rule is not None:
@@ -120,18 +148,23 @@ def decompose_model(name: str, *, size: tuple[int, int], classes: int, kwargs: d
             raise ValueError(f"--level-rule: model {name!r} has no MGIC blocks")
         kwargs = fold_legacy_mgic(builder, kwargs)
         kwargs["mgic"] = effective_mgic(builder, kwargs.get("mgic")).replace(level_rule=level_rule)
+    if model_task(name) == "point_cloud_classification":  # a real cloud: the layers read positions
+        model = create_model(name, num_classes=classes, **kwargs)
+        return decompose(model, torch.randn(points, 3, generator=torch.Generator().manual_seed(0)))
     with torch.device("meta"):
         model = create_model(name, num_classes=classes, **kwargs)
         return decompose(model, torch.empty(1, 3, *size))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a registered image model (mgic-geo's registry)")
+    parser.add_argument("--model", required=True, help="a registered model (mgic-geo's registry)")
     parser.add_argument("--mgic", default=None, help='MGIC fields as JSON, e.g. \'{"group_size": 16, "coarsest": 32}\'')
     parser.add_argument("--width-mult", type=float, default=None, help="MobileNetV3 width multiplier")
     parser.add_argument("--size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"),
                         help="input size (default: 32 32, CIFAR-10; 224 224 for ImageNet)")
     parser.add_argument("--classes", type=int, default=10, help="classes (default: 10)")
+    parser.add_argument("--points", type=int, default=1024, help="points of the cloud, for point-cloud models "
+                        "(default: 1024)")
     parser.add_argument("--level-rule", choices=("paper", "official", "both"), default="both",
                         help="MGIC level rule(s) to decompose (default: both, side by side)")
     parser.add_argument("--out", default="outputs/decompose", help="where to write decompose.md/.csv")
@@ -149,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     has_mgic = getattr(model_builder(args.model), "default_mgic", None) is not None
     rules = (["paper", "official"] if args.level_rule == "both" else [args.level_rule]) if has_mgic else [None]
     tables = {rule: decompose_model(args.model, size=tuple(args.size), classes=args.classes, kwargs=kwargs,
-                                    level_rule=rule) for rule in rules}
+                                    level_rule=rule, points=args.points) for rule in rules}
     merged: dict[tuple[str, str], dict] = defaultdict(dict)
     for rule, rows in tables.items():
         label = f" ({rule} rule)" if rule else ""

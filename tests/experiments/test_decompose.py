@@ -40,3 +40,19 @@ def test_cli_prints_both_rules_and_refuses_a_rule_for_a_plain_network(tmp_path, 
         decompose_model("resnet56", size=(32, 32), classes=10, level_rule="official")
     assert main(["experiment", "decompose", "--model", "mgic_resnet56", "--mgic", "{s_g: 8}", "--out", str(tmp_path)]) == 2
     assert "--mgic: not JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mgic_diffgcn", "diffgcn", "dgcnn", "mgic_diffgcn_dgcnn"])
+def test_point_cloud_rows_add_up_to_the_profile(name):
+    rows = decompose_model(name, points=256)
+    total = rows[-1]
+    assert sum(r["macs"] for r in rows[:-1]) == total["macs"]
+    generator = torch.Generator().manual_seed(0)
+    measured = profile(create_model(name, num_classes=10), torch.randn(256, 3, generator=generator))
+    assert (total["params"], total["macs"]) == (measured.params, measured.macs)  # kNN and graph operators apart
+
+
+def test_point_cloud_roles():
+    roles = {(r["stage"], r["role"]) for r in decompose_model("mgic_diffgcn", points=256)}
+    assert {("stem", "stem"), ("stage 1", "widening map"), ("stage 3", "level 3 block"),
+            ("stage 3", "coarsest block"), ("head", "classifier")} <= roles
