@@ -35,7 +35,7 @@ from mgic_geo.complexity import MISSING_FORMULAS
 from mgic_geo.core.block import MGICBlock
 from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.models import create_model
-from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic, model_builder, model_task
+from mgic_geo.models.registry import mgic_kwargs, model_builder, model_task
 from mgic_geo.nn import cost
 from mgic_geo.tables import write_table
 
@@ -146,8 +146,7 @@ def decompose_model(name: str, *, size: tuple[int, int] = (32, 32), classes: int
     if level_rule is not None:
         if getattr(builder, "default_mgic", None) is None:
             raise ValueError(f"--level-rule: model {name!r} has no MGIC blocks")
-        kwargs = fold_legacy_mgic(builder, kwargs)
-        kwargs["mgic"] = effective_mgic(builder, kwargs.get("mgic")).replace(level_rule=level_rule)
+        kwargs = mgic_kwargs(builder, kwargs, level_rule=level_rule)
     if model_task(name) == "point_cloud_classification":  # a real cloud: the layers read positions
         model = create_model(name, num_classes=classes, **kwargs)
         return decompose(model, torch.randn(points, 3, generator=torch.Generator().manual_seed(0)))

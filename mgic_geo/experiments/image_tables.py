@@ -19,7 +19,7 @@ from mgic_geo.complexity import profile
 from mgic_geo.experiments.report import read_test_results
 from mgic_geo.tables import write_table
 from mgic_geo.models import create_model
-from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic, model_builder
+from mgic_geo.models.registry import effective_mgic, fold_legacy_mgic, mgic_kwargs, model_builder
 
 CIFAR, IMAGENET, CITYSCAPES = (32, 32), (224, 224), (1024, 2048)
 
@@ -123,9 +123,7 @@ def _measure_official_rule(model: str, classes: int, size: tuple[int, int], kwar
     builder = model_builder(model)
     if getattr(builder, "default_mgic", None) is None:
         return None
-    folded = fold_legacy_mgic(builder, dict(kwargs))
-    mgic = effective_mgic(builder, folded.pop("mgic", None)).replace(level_rule="official")
-    return _measure(model, classes, size, {**folded, "mgic": mgic})
+    return _measure(model, classes, size, mgic_kwargs(builder, kwargs, level_rule="official"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

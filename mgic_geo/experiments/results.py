@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from mgic_geo.experiments.plans import ACCURACY, ADAM, MODELNET_BUDGET, PLANS, QUARTERS, Run  # noqa: F401
+from mgic_geo.experiments.plans import ACCURACY, PLANS, Run
 from mgic_geo.tables import markdown_table, prepare_output_dir
 from mgic_geo.validation import check_int
 

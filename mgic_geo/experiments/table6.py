@@ -17,7 +17,7 @@ from mgic_geo.complexity import profile
 from mgic_geo.experiments.report import read_test_results
 from mgic_geo.tables import write_table
 from mgic_geo.models import create_model
-from mgic_geo.models.registry import model_builder
+from mgic_geo.models.registry import mgic_kwargs, model_builder
 from mgic_geo.validation import check_int
 
 # (model, paper's row name, params [M], FLOPs [M], accuracy [%]); mgic_dgcnn is ours, not the paper's.
@@ -53,7 +53,7 @@ def table6(*, points: int = 1024, k: int = 10, results: str | Path = "outputs/mo
         builder = model_builder(model)
         official = None
         if getattr(builder, "default_mgic", None) is not None:  # the authors' level rule, for comparison
-            official = profile(create_model(model, k=k, mgic=builder.default_mgic.replace(level_rule="official")), pos)
+            official = profile(create_model(model, **mgic_kwargs(builder, {"k": k}, level_rule="official")), pos)
         run = runs.get(model, {})
         rows.append({
             "network": row_name,

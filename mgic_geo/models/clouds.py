@@ -15,7 +15,7 @@ from torch import Tensor
 from torch_geometric.utils import scatter
 
 from mgic_geo.nn import cost
-from mgic_geo.nn.graph_operator import SparseMatrix
+from mgic_geo.nn.graph_operator import DiffGCNOperator, SparseMatrix, operator_applies
 from mgic_geo.nn.inputs import check_features
 from mgic_geo.nn.knn import knn_graph, regular_degree
 
@@ -68,6 +68,15 @@ class Clouds:
     def regular_degree(self, k: int) -> int | None:
         """``k`` when :meth:`knn` gives every point exactly ``k`` neighbours, listed point by point."""
         return regular_degree(k, self.size)
+
+    def diffgcn_operator(self, pos: Tensor, graph: Tensor, k: int,
+                         operator_scale: str = "spacing") -> DiffGCNOperator | None:
+        """The diffGCN operator of ``graph`` (:meth:`knn` with ``k``), built once for every layer on it;
+        ``None`` where the layers use their gather formulation
+        (:func:`~mgic_geo.nn.graph_operator.operator_applies`)."""
+        if not operator_applies(pos):
+            return None
+        return DiffGCNOperator.build(pos, graph, k=self.regular_degree(k), operator_scale=operator_scale)
 
     def pool(self, x: Tensor, reduce: str) -> Tensor:
         """``[N, C]`` -> ``[clouds, C]``: ``"max"`` or ``"mean"`` over each cloud."""

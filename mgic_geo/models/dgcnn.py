@@ -33,7 +33,6 @@ from mgic_geo.models.heads import (LEAKY_RELU, MGIC_POINT_CLOUD, ActLayer, NormL
                                    classifier, pointwise, widening_groups)
 from mgic_geo.models.registry import default_mgic, register_model
 from mgic_geo.nn import DiffGCNNormAct, DynamicEdgeConvNormAct, DynamicMGICConv, MGICConv, knn_graph
-from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
 from mgic_geo.validation import check_int
 
 
@@ -138,7 +137,7 @@ class DGCNN(nn.Module):
     def _diffgcn_features(self, pos: Tensor, clouds: Clouds) -> list[Tensor]:
         """Every block's output, the blocks on one kNN graph of the positions and its diffGCN operator."""
         graph, degree = clouds.knn(pos, self.k), clouds.regular_degree(self.k)
-        operator = DiffGCNOperator.build(pos, graph, k=degree) if operator_applies(pos) else None
+        operator = clouds.diffgcn_operator(pos, graph, self.k)
         x, features = pos, []
         for layer in self.layers:
             if isinstance(layer, DiffGCNNormAct):
@@ -198,8 +197,7 @@ def mgic_dgcnn(*, num_classes: int = 10, k: int = 10, mgic: MGICConfig | dict | 
                num_points: int | None = None, dropout: float = 0.5) -> DGCNN:
     """The small DGCNN with MGIC blocks of EdgeConvs (not in the paper's table); ``mgic`` defaults to
     ``MGICConfig(group_size=8, coarsest=16)``."""
-    return DGCNN(num_classes=num_classes, k=k, mgic=MGICConfig.coerce(mgic, default=MGIC_POINT_CLOUD),
-                 num_points=num_points, dropout=dropout)
+    return DGCNN(num_classes=num_classes, k=k, mgic=mgic, num_points=num_points, dropout=dropout)
 
 
 @register_model
@@ -222,6 +220,5 @@ def mgic_diffgcn_dgcnn(*, num_classes: int = 10, k: int = 10, mgic: MGICConfig |
                        num_points: int | None = None, dropout: float = 0.5) -> DGCNN:
     """MGIC-diffGCN in the paper's DGCNN skeleton (Table 6 row 3 as the paper describes it; paper:
     0.11 M params, 13.7 M FLOPs); ``mgic`` defaults to ``MGICConfig(group_size=8, coarsest=16)``."""
-    return DGCNN(num_classes=num_classes, k=k, mgic=MGICConfig.coerce(mgic, default=MGIC_POINT_CLOUD),
-                 num_points=num_points, dropout=dropout, conv="diffgcn")
+    return DGCNN(num_classes=num_classes, k=k, mgic=mgic, num_points=num_points, dropout=dropout, conv="diffgcn")
 

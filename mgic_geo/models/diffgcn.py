@@ -46,7 +46,6 @@ from mgic_geo.models.heads import (MGIC_POINT_CLOUD, ActLayer, NormLayer, check_
                                    pointwise, widening_groups)
 from mgic_geo.models.registry import default_mgic, register_model
 from mgic_geo.nn import DiffGCNNormAct, MGICConv
-from mgic_geo.nn.graph_operator import DiffGCNOperator, operator_applies
 from mgic_geo.validation import check_int
 
 STAGES = (32, 64, 128, 256)  # widths; every stage after the first halves the points
@@ -130,7 +129,8 @@ class DiffGCNNet(nn.Module):
     def forward(self, pos: Tensor, batch: Tensor | None = None) -> Tensor:
         clouds = Clouds.of(pos, batch, self.num_points, model=self)
         graph = clouds.knn(pos, self.k)
-        operator = self._operator(pos, graph, clouds)  # shared by the stem and the first stage's block
+        # shared by the stem and the first stage's block
+        operator = clouds.diffgcn_operator(pos, graph, self.k, self.operator_scale)
         x = self.stem(pos, pos, graph, k=clouds.regular_degree(self.k), operator=operator)
         for stage, (widen, block) in enumerate(zip(self.widen, self.blocks)):
             if stage:
@@ -139,20 +139,13 @@ class DiffGCNNet(nn.Module):
                 x, pos = neighbourhood_mean(x, graph, index, degree), pos[index]
                 if self.graph == "static":
                     graph = clouds.knn(pos, self.k)
-                    operator = self._operator(pos, graph, clouds)
+                    operator = clouds.diffgcn_operator(pos, graph, self.k, self.operator_scale)
             x = widen(x)
             if self.graph == "dynamic":
                 graph = clouds.knn(x, self.k)
-                operator = self._operator(pos, graph, clouds)
+                operator = clouds.diffgcn_operator(pos, graph, self.k, self.operator_scale)
             x = block(x, pos, graph, k=clouds.regular_degree(self.k), operator=operator)
         return self.head(clouds.global_pool(x))
-
-    def _operator(self, pos: Tensor, graph: Tensor, clouds: Clouds) -> DiffGCNOperator | None:
-        """The graph's diffGCN operator, built once for every layer on it (None where layers use the
-        gather formulation: :func:`~mgic_geo.nn.graph_operator.operator_applies`)."""
-        if not operator_applies(pos):
-            return None
-        return DiffGCNOperator.build(pos, graph, k=clouds.regular_degree(self.k), operator_scale=self.operator_scale)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, graph={self.graph!r}, num_points={self.num_points}"
@@ -173,5 +166,5 @@ def mgic_diffgcn(*, num_classes: int = 10, k: int = 10, mgic: MGICConfig | dict 
                  operator_scale: str = "spacing") -> DiffGCNNet:
     """diffGCN with MGIC stage blocks (Table 6 row 3; paper: 0.11 M params, 13.7 M FLOPs, 92.9 %);
     ``mgic`` defaults to the paper's ``MGICConfig(group_size=8, coarsest=16)``."""
-    return DiffGCNNet(num_classes=num_classes, k=k, mgic=MGICConfig.coerce(mgic, default=MGIC_POINT_CLOUD),
+    return DiffGCNNet(num_classes=num_classes, k=k, mgic=mgic,
                       num_points=num_points, dropout=dropout, graph=graph, operator_scale=operator_scale)

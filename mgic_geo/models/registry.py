@@ -7,6 +7,7 @@ weights (:mod:`mgic_geo.models.weights`).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 from typing import Callable
 
@@ -128,11 +129,27 @@ def effective_mgic(builder: Callable[..., nn.Module], value):
 
 
 def default_mgic(config):
-    """Decorator: record ``config`` as the MGIC setting a builder uses when ``mgic`` is not given."""
-    def mark(builder):
-        builder.default_mgic = config
-        return builder
-    return mark
+    """Decorator for builders that take ``mgic``: the builder receives it as a complete
+    :class:`~mgic_geo.core.config.MGICConfig`, ``config`` completed by what the caller gave
+    (:meth:`~mgic_geo.core.config.MGICConfig.coerce`), and records ``config`` as ``default_mgic``."""
+    def wrap(builder):
+        from mgic_geo.core.config import MGICConfig
+
+        @functools.wraps(builder)
+        def build(*args, **kwargs):
+            kwargs["mgic"] = MGICConfig.coerce(kwargs.get("mgic"), default=config)
+            return builder(*args, **kwargs)
+
+        build.default_mgic = config
+        return build
+    return wrap
+
+
+def mgic_kwargs(builder: Callable[..., nn.Module], kwargs: dict, **changes) -> dict:
+    """``kwargs`` of a builder with a ``default_mgic``, its MGIC setting given in full as ``mgic``
+    (legacy fields folded, the builder's default completed) with ``changes`` applied to it."""
+    kwargs = fold_legacy_mgic(builder, dict(kwargs))
+    return {**kwargs, "mgic": effective_mgic(builder, kwargs.get("mgic")).replace(**changes)}
 
 
 def register_builders(table: dict[str, tuple], build: Callable[..., nn.Module], *, module: str) -> dict[str, Callable]:
@@ -142,8 +159,6 @@ def register_builders(table: dict[str, tuple], build: Callable[..., nn.Module], 
     with an ``mgic_default`` (an :class:`~mgic_geo.core.config.MGICConfig`) also takes ``mgic``,
     completed from it as :meth:`~mgic_geo.core.config.MGICConfig.coerce` does. Returns the builders
     by name, for the module to bind them to its own names."""
-    from mgic_geo.core.config import MGICConfig
-
     builders = {}
     for name, (doc, defaults, fixed, mgic_default) in table.items():
         if mgic_default is not None:
@@ -151,17 +166,14 @@ def register_builders(table: dict[str, tuple], build: Callable[..., nn.Module], 
         signature = inspect.Signature([inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=value)
                                        for key, value in defaults.items()])
 
-        def builder(*args, _signature=signature, _fixed=fixed, _mgic_default=mgic_default, **kwargs):
+        def builder(*args, _signature=signature, _fixed=fixed, **kwargs):
             bound = _signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            arguments = dict(bound.arguments)
-            if _mgic_default is not None:
-                arguments["mgic"] = MGICConfig.coerce(arguments["mgic"], default=_mgic_default)
-            return build(_fixed, **arguments)
+            return build(_fixed, **bound.arguments)
 
         builder.__name__ = builder.__qualname__ = name
         builder.__doc__, builder.__module__, builder.__signature__ = doc, module, signature
         if mgic_default is not None:
-            builder.default_mgic = mgic_default
+            builder = default_mgic(mgic_default)(builder)
         builders[name] = register_model(builder)
     return builders
