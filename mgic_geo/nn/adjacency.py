@@ -54,7 +54,7 @@ def as_edge_index(graph, num_nodes: int, *, layer: str = "layer") -> Tensor:
     if type(graph).__name__ == "SparseTensor" and hasattr(graph, "coo"):  # torch_sparse, optional
         _check_square(tuple(graph.sizes()), num_nodes, layer)
         row, col, _ = graph.coo()
-        return _stack(col, row)
+        return mark_valid(_stack(col, row), num_nodes)  # within [N, N] by construction
     if not isinstance(graph, Tensor):
         raise ValueError(f"{layer}: `edge_index` must be a [2, E] integer tensor or a sparse [N, N] adjacency, "
                          f"got {type(graph).__name__}")
@@ -63,7 +63,7 @@ def as_edge_index(graph, num_nodes: int, *, layer: str = "layer") -> Tensor:
         from torch_geometric.utils import to_edge_index
 
         adjacency, _ = to_edge_index(graph.to_sparse_csr() if graph.layout == torch.sparse_csc else graph)
-        return _stack(adjacency[1], adjacency[0])
+        return mark_valid(_stack(adjacency[1], adjacency[0]), num_nodes)  # within [N, N] by construction
     if graph.dim() != 2 or graph.shape[0] != 2:
         raise ValueError(f"{layer}: expected edge_index [2, E], got {tuple(graph.shape)}")
     if graph.dtype.is_floating_point or graph.dtype.is_complex or graph.dtype == torch.bool:

@@ -137,3 +137,14 @@ def test_the_check_is_skipped_under_compilation(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     as_edge_index(torch.tensor([[0, 1], [1, 0]]), 2)
     assert calls == []
+
+
+def test_a_sparse_adjacency_is_converted_once_and_not_checked_again(monkeypatch):
+    torch.manual_seed(0)
+    layer = MGICConv(8, conv="diffgcn", mgic=MGICConfig(group_size=2, coarsest=2)).eval()
+    pos, x = torch.randn(40, 3), torch.randn(40, 8)
+    adj_t = _adj_t(knn_graph(pos, 6, backend="torch"), 40)
+    calls = _count_aminmax(monkeypatch)
+    with torch.no_grad():
+        layer(x, pos, adj_t)
+    assert calls == []  # indices of an [N, N] adjacency are in range by construction: no host sync at any level
