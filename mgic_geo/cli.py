@@ -26,6 +26,10 @@ COMMANDS = {
         "mgic_geo.experiments.decompose",
         "where an image network's params and MACs go, by stage and role (MGIC levels, transfers, transitions)",
     ),
+    ("experiment", "fidelity"): (
+        "mgic_geo.experiments.fidelity_report",
+        "every row of Tables 2-8 under each reading of the paper, and where the gaps sit (docs/fidelity.md)",
+    ),
     ("experiment", "results"): (
         "mgic_geo.experiments.results",
         "real-data fits of every network at an equal wall-clock budget, written up as docs/results.md",

@@ -39,7 +39,9 @@ class MGICConfig:
             at or above ``coarsest`` (``"paper"``; see :mod:`mgic_geo.core.plan`), so the coarsest
             level is ``coarsest`` wide when the finest is ``coarsest`` times a power of two.
             (default: ``16``)
-        level_rule (str): ``"paper"`` (Algorithm 1) or ``"official"`` (the authors' released code).
+        level_rule (str): ``"paper"`` (Algorithm 1's level count), ``"official"`` (the authors'
+            released code) or ``"at_most"`` (the paper's Sec. 4.1: coarsest width at most
+            ``coarsest``); see :mod:`mgic_geo.core.plan`.
             (default: ``"paper"``)
         transfer_init (str): ``"average"`` (the paper's: positive rows summing to 1) or
             ``"kaiming"`` (what the authors' released models ended up with).

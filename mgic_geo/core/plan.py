@@ -1,6 +1,7 @@
 """The channel hierarchy of an MGIC block: how many levels, which widths, how many groups.
 
-Two level rules are offered, side by side:
+Three level rules are offered, side by side (``mgic-geo experiment fidelity`` compares them on
+every table row of the paper):
 
 * ``"paper"`` (default, Algorithm 1): ``L = floor(log2(c / s_c))`` coarsenings; ``L = 0`` (that is
   ``c < 2 s_c``) gives the plain, fully coupled block.
@@ -8,6 +9,16 @@ Two level rules are offered, side by side:
 * ``"official"`` (the authors' released code): coarsen at least once, stop as soon as the width
   drops below ``2 s_c``. ``c=256, s_c=16`` -> ``[256, 128, 64, 32, 16]``; ``c=24, s_c=16`` ->
   ``[24, 12]``.
+* ``"at_most"`` (the paper's Sec. 4.1: "the number of channels is halved between the levels until
+  reaching the coarsest level, where the number of channels is smaller or equal to s_c"): halve
+  while the width is above ``s_c``, so the coarsest width is at most ``s_c``. It agrees with
+  ``"paper"`` when ``c / s_c`` is a power of two (and when ``c <= s_c``) and coarsens once more
+  otherwise: ``c=256, s_c=16`` -> ``[256, 128, 64, 32, 16]``; ``c=24, s_c=16`` -> ``[24, 12]``.
+
+Algorithm 1's down loop, ``for j = 0 : n_levels``, read literally, restricts ``n_levels + 1`` times;
+but its coarse block acts on ``x^(n_levels)`` and its up loop starts at ``n_levels - 1``, so the last
+restriction's output is never read. That reading therefore builds the ``"paper"`` network plus one
+dead map, and is not offered as a rule.
 
 Widths halve with floor (``33 -> 16 -> 8``). On each level ``j`` one group count ``g_j`` serves the
 level's grouped block and both transfer operators ``R_j``/``P_j``; it is the largest count
@@ -19,7 +30,7 @@ on a width other than the level's own, such as an inverted residual whose 1x1 ma
 expanded width ``e_j = t w_j``, ``s_g`` and ``s_c`` can be measured on that width instead:
 
 * the number of coarsenings is the level rule's for the finest group width: ``L = floor(log2(
-  group_width(c) / s_c))`` under ``"paper"`` (the ``"official"`` rule likewise), so the coarsest
+  group_width(c) / s_c))`` under ``"paper"`` (the other rules likewise), so the coarsest
   group width is about ``s_c``; the level widths still halve from ``c`` with floor (never to zero);
 * ``g_j`` is the largest count ``<= group_width(c_j) / s_g`` that divides ``c_j``, ``c_{j+1}`` and
   ``group_width(c_j)``.
@@ -36,7 +47,7 @@ from typing import Callable
 
 from mgic_geo.validation import check_int
 
-LEVEL_RULES = ("paper", "official")
+LEVEL_RULES = ("paper", "official", "at_most")
 
 
 def level_widths(channels: int, coarsest: int, level_rule: str = "paper") -> list[int]:
@@ -53,6 +64,9 @@ def level_widths(channels: int, coarsest: int, level_rule: str = "paper") -> lis
             widths.append(widths[-1] // 2)
             if widths[-1] < 2 * coarsest:
                 break
+    elif level_rule == "at_most":
+        while widths[-1] > coarsest and widths[-1] >= 2:
+            widths.append(widths[-1] // 2)
     else:
         raise ValueError(f"`level_rule` must be one of {LEVEL_RULES}, got {level_rule!r}")
     return widths

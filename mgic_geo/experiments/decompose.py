@@ -5,7 +5,8 @@ differs. This splits one forward pass (:class:`torch.utils.flop_counter.FlopCoun
 on the ``meta`` device) and the parameters by the module that holds them, into rows of
 ``(stage, role)``:
 
-* ``stage``: ``stem``, ``stage <i>`` (ResNet ``stages.<i>``, MobileNetV3 ``features.<i>``, the
+* ``stage``: ``stem``, ``stage <i>`` (ResNet ``stages.<i>``, MobileNetV3 ``features.<i>`` or an
+  LR-ASPP's ``backbone.<i>``, the
   point-cloud networks' ``blocks.<i>`` / ``widen.<i>`` / ``layers.<i>``) or ``head``;
 * ``role``: inside an MGIC block, ``level <j> block`` (``coarsest block`` for the fully coupled
   one), ``restriction``, ``prolongation`` or ``correction norm``; elsewhere ``transition``,
@@ -33,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mgic_geo.complexity import MISSING_FORMULAS
 from mgic_geo.core.block import MGICBlock
+from mgic_geo.core.plan import LEVEL_RULES
 from mgic_geo.core.transfer import GroupedChannelMap
 from mgic_geo.models import create_model
 from mgic_geo.models.registry import mgic_kwargs, model_builder, model_task
@@ -46,7 +48,7 @@ LATE_ROLES = ("coarsest block", "restriction", "prolongation", "correction norm"
 
 
 def _stage(path: str) -> str:
-    match = re.match(r"(?:stages|features|blocks|widen|layers)\.(\d+)", path)
+    match = re.match(r"(?:stages|features|blocks|widen|layers|backbone)\.(\d+)", path)
     if match:
         return f"stage {match.group(1)}"
     if path.startswith("stem"):
@@ -78,10 +80,16 @@ def _role(model: nn.Module, path: str) -> str:
     return {"stem": "stem", "head": "classifier"}.get(_stage(path), "block")
 
 
-def _order(row: dict) -> tuple:
-    stage, role = row["stage"], row["role"]
-    stage_key = (0, 0) if stage == "stem" else (1, int(stage.split()[1])) if stage.startswith("stage ") else \
+def stage_order(stage: str) -> tuple:
+    """Sort key of a stage name: stem, stages in number order, head, the rest."""
+    return (0, 0) if stage == "stem" else (1, int(stage.split()[1])) if stage.startswith("stage ") else \
         (2, 0) if stage == "head" else (3, 0) if stage == "other" else (4, 0)
+
+
+def part_order(row: dict) -> tuple:
+    """Sort key of a decomposition row: by stage (:func:`stage_order`), then by role."""
+    stage, role = row["stage"], row["role"]
+    stage_key = stage_order(stage)
     level = re.match(r"level (\d+) block", role)
     if role in ROLE_ORDER:
         role_key = ROLE_ORDER.index(role)
@@ -164,8 +172,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, default=10, help="classes (default: 10)")
     parser.add_argument("--points", type=int, default=1024, help="points of the cloud, for point-cloud models "
                         "(default: 1024)")
-    parser.add_argument("--level-rule", choices=("paper", "official", "both"), default="both",
-                        help="MGIC level rule(s) to decompose (default: both, side by side)")
+    parser.add_argument("--level-rule", choices=(*LEVEL_RULES, "both", "all"), default="both",
+                        help="MGIC level rule(s) to decompose: one of them, both (paper and official, the default) "
+                             "or all three, side by side")
     parser.add_argument("--out", default="outputs/decompose", help="where to write decompose.md/.csv")
 
 
@@ -179,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     if args.width_mult is not None:
         kwargs["width_mult"] = args.width_mult
     has_mgic = getattr(model_builder(args.model), "default_mgic", None) is not None
-    rules = (["paper", "official"] if args.level_rule == "both" else [args.level_rule]) if has_mgic else [None]
+    chosen = {"both": ["paper", "official"], "all": list(LEVEL_RULES)}.get(args.level_rule, [args.level_rule])
+    rules = chosen if has_mgic else [None]
     tables = {rule: decompose_model(args.model, size=tuple(args.size), classes=args.classes, kwargs=kwargs,
                                     level_rule=rule, points=args.points) for rule in rules}
     merged: dict[tuple[str, str], dict] = defaultdict(dict)
@@ -194,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                                                                    f"MACs [M]{f' ({rule} rule)' if rule else ''}")]
     rows = [{column: entry.get(column, 0) for column in columns} for entry in rows]
     total = [r for r in rows if r["stage"] == "total"]
-    rows = sorted((r for r in rows if r["stage"] != "total"), key=_order) + total
+    rows = sorted((r for r in rows if r["stage"] != "total"), key=part_order) + total
     title = f"Decomposition of {args.model} {json.dumps(kwargs) if kwargs else ''} at {args.size[0]}x{args.size[1]}"
     notes = ["Per module, from torch.utils.flop_counter on the meta device (MACs = FLOPs / 2); parameters by the "
              "module that holds them; see mgic_geo.experiments.decompose for the stage and role names."]

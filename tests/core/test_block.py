@@ -14,7 +14,7 @@ def identity(width, groups):
 
 
 @pytest.mark.parametrize("shape", [(50, 64), (4, 64, 10), (2, 64, 6, 6)])
-@pytest.mark.parametrize("rule", ["paper", "official"])
+@pytest.mark.parametrize("rule", ["paper", "official", "at_most"])
 @pytest.mark.parametrize("training", [True, False])
 def test_identity_level_blocks_give_the_identity(shape, rule, training):
     block = MGICBlock(64, identity, mgic=MGICConfig(group_size=8, coarsest=8, level_rule=rule)).train(training)
@@ -127,7 +127,7 @@ def test_repr():
         (dict(group_size=0), r"`group_size` must be a positive integer, got 0"),
         (dict(group_size=-8), r"`group_size` must be a positive integer, got -8"),
         (dict(coarsest=0), r"`coarsest` must be a positive integer, got 0"),
-        (dict(level_rule="v-cycle"), r"`level_rule` must be one of \('paper', 'official'\), got 'v-cycle'"),
+        (dict(level_rule="v-cycle"), r"`level_rule` must be one of \('paper', 'official', 'at_most'\), got 'v-cycle'"),
         (dict(transfer_init="xavier"), r"`transfer_init` must be one of \('average', 'kaiming'\), got 'xavier'"),
         (dict(block="conv"), r"`block` must be a callable block\(width, groups\) -> nn.Module, got 'conv'"),
         (dict(block=lambda w, g: "conv"), r"`block`\(64, 8\) must return an nn.Module, got str"),

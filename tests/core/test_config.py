@@ -27,7 +27,7 @@ def test_docstring_example():
         ({"group_size": 8.0}, r"`group_size` must be a positive integer, got 8.0"),
         ({"coarsest": -16}, r"`coarsest` must be a positive integer, got -16"),
         ({"coarsest": True}, r"`coarsest` must be a positive integer, got True"),
-        ({"level_rule": "v"}, r"`level_rule` must be one of \('paper', 'official'\), got 'v'"),
+        ({"level_rule": "v"}, r"`level_rule` must be one of \('paper', 'official', 'at_most'\), got 'v'"),
         ({"transfer_init": "xavier"}, r"`transfer_init` must be one of \('average', 'kaiming'\), got 'xavier'"),
         ({"zero_init_correction": 1}, r"`zero_init_correction` must be True or False, got 1"),
     ],
@@ -68,7 +68,7 @@ def test_replace_validates_like_a_new_config():
         MGICConfig().replace(s_c=32)
 
 
-@pytest.mark.parametrize("rule", ["paper", "official"])
+@pytest.mark.parametrize("rule", ["paper", "official", "at_most"])
 def test_hierarchy_is_the_plan_of_its_fields(rule):
     config = MGICConfig(group_size=4, coarsest=8, level_rule=rule)
     assert config.hierarchy(100) == ChannelHierarchy.build(100, group_size=4, coarsest=8, level_rule=rule)

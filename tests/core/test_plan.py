@@ -1,6 +1,8 @@
+import math
+
 import pytest
 
-from mgic_geo.core.plan import ChannelHierarchy, level_groups, level_widths
+from mgic_geo.core.plan import LEVEL_RULES, ChannelHierarchy, level_groups, level_widths
 
 WIDTHS = [3, 16, 24, 33, 40, 64, 72, 112, 160, 480, 960, 1024]
 
@@ -29,6 +31,30 @@ def test_official_rule_coarsens_at_least_once_and_stops_below_twice_the_coarsest
     assert level_widths(1, 8, "official") == [1]
 
 
+def test_at_most_rule_halves_until_the_width_is_at_most_the_coarsest():
+    assert level_widths(24, 16, "at_most") == [24, 12]
+    assert level_widths(40, 16, "at_most") == [40, 20, 10]
+    assert level_widths(16, 16, "at_most") == [16]
+    assert level_widths(3, 8, "at_most") == [3]
+    assert level_widths(1, 1, "at_most") == [1]
+
+
+@pytest.mark.parametrize("channels", WIDTHS)
+@pytest.mark.parametrize("coarsest", [8, 16, 64])
+def test_at_most_rule_is_the_paper_rule_on_powers_of_two_and_at_most_one_level_deeper(channels, coarsest):
+    paper, at_most = level_widths(channels, coarsest, "paper"), level_widths(channels, coarsest, "at_most")
+    assert at_most[-1] <= max(coarsest, channels if channels <= coarsest else 0) or at_most[-1] == 1
+    assert at_most[:len(paper)] == paper and len(at_most) - len(paper) in (0, 1)
+    ratio = channels / coarsest
+    if ratio >= 1 and ratio == 2 ** round(math.log2(ratio)):
+        assert at_most == paper
+
+
+def test_unknown_level_rule_names_the_rules():
+    with pytest.raises(ValueError, match="at_most"):
+        level_widths(64, 16, "sec41")
+
+
 def test_widths_halve_with_floor():
     assert level_widths(33, 8) == [33, 16, 8]
     assert level_widths(1024, 16) == [1024, 512, 256, 128, 64, 32, 16]
@@ -37,7 +63,7 @@ def test_widths_halve_with_floor():
 @pytest.mark.parametrize("channels", WIDTHS)
 @pytest.mark.parametrize("group_size", [4, 8, 16, 64])
 @pytest.mark.parametrize("coarsest", [8, 16, 64])
-@pytest.mark.parametrize("rule", ["paper", "official"])
+@pytest.mark.parametrize("rule", LEVEL_RULES)
 def test_group_counts_divide_every_width_their_operators_touch(channels, group_size, coarsest, rule):
     plan = ChannelHierarchy.build(channels, group_size=group_size, coarsest=coarsest, level_rule=rule)
     assert plan.groups[-1] == 1
@@ -87,7 +113,7 @@ def test_default_plan_has_the_level_widths_as_group_widths():
 
 @pytest.mark.parametrize("channels", WIDTHS)
 @pytest.mark.parametrize("group_size, coarsest", [(4, 8), (8, 16), (64, 64)])
-@pytest.mark.parametrize("rule", ["paper", "official"])
+@pytest.mark.parametrize("rule", LEVEL_RULES)
 def test_identity_group_width_gives_the_default_plan(channels, group_size, coarsest, rule):
     default = ChannelHierarchy.build(channels, group_size=group_size, coarsest=coarsest, level_rule=rule)
     same = ChannelHierarchy.build(channels, group_size=group_size, coarsest=coarsest, level_rule=rule,
@@ -118,7 +144,7 @@ def test_a_linear_group_width_is_the_scaled_plan(bottleneck, group_size, coarses
 @pytest.mark.parametrize("channels", WIDTHS)
 @pytest.mark.parametrize("ratio", [1, 2.3, 3, 4.5, 6])
 @pytest.mark.parametrize("group_size, coarsest", [(4, 8), (16, 64), (64, 64)])
-@pytest.mark.parametrize("rule", ["paper", "official"])
+@pytest.mark.parametrize("rule", LEVEL_RULES)
 def test_group_counts_on_a_group_width_divide_every_width(channels, ratio, group_size, coarsest, rule):
     group_width = _expanded(ratio)
     plan = ChannelHierarchy.build(channels, group_size=group_size, coarsest=coarsest, level_rule=rule,
