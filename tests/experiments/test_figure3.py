@@ -21,3 +21,24 @@ def test_points_pair_the_papers_figures_with_ours_and_the_png_is_written(tmp_pat
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "MGIC (s_g=4, s_c=16): paper 45 M / 92.8 %; ours 66.1 M / 90.0 %" in printed
+
+
+def _run(root, name, model, command, accuracies):
+    (root / name / "logs" / "version_0").mkdir(parents=True)
+    (root / name / "run_info.json").write_text(json.dumps({"name": name, "model": model, "command": command}))
+    lines = ["epoch,step,val/top1_acc"] + [f"0,{99 + 100 * i},{a}" for i, a in enumerate(accuracies)]
+    (root / name / "logs" / "version_0" / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_real_runs_at_the_table_setting_add_their_last_validation_accuracy(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _run(runs, "resnet56", "resnet56", ["fit", "--config", "x.yaml"], [0.2, 0.388])
+    _run(runs, "mgic_other", "mgic_resnet56", ["fit", "--model.init_args.model_kwargs", "{mgic: {coarsest: 32}}"], [0.5])
+    points = figure3_points(results=tmp_path / "none", runs=runs)
+    by_label = {point["label"]: point for point in points}
+    assert by_label["ResNet-56"]["validation"] == {"accuracy": 38.8, "steps": 200, "name": "resnet56"}
+    # a run with a setting of its own is not a row of the tables; no run, no point
+    assert all(point["validation"] is None for label, point in by_label.items() if label != "ResNet-56")
+    out = tmp_path / "figure3.png"
+    assert main(["figure", "3", "--results", str(tmp_path / "none"), "--runs", str(runs), "--out", str(out)]) == 0
+    assert "ours, validation split of run resnet56 (200 steps): 38.8 %" in capsys.readouterr().out
