@@ -20,7 +20,7 @@ blocks, one of two ways:
   identity, as the residual block it replaces would be.
 * **Blocks that change width or stride** (the stage transitions) stay plain inverted residuals, with
   their 1x1 expand and project grouped into ``g`` groups (:func:`transition_groups`); no dense
-  strided 1x1 transition is added.
+  strided 1x1 transition is added (``transition="dense"`` adds one instead, see below).
 
 **The group rule: s_g and s_c are measured on the expanded width.** An inverted residual's cost is
 in its two 1x1 maps, ``2 w e`` weights that touch the expanded width ``e = t w`` (64 ... 960 at
@@ -47,13 +47,31 @@ inspectable (``block.mgic.widths``, ``block.mgic.group_widths``, ``block.mgic.gr
 ``2 s_c``) gives every block at least two levels.
 
 ``mgic-geo table 4`` prints the params and MACs of every width beside the paper's Table 4 (224x224,
-1000 classes). Computing the plans and transition groups on the input width instead coarsens only
-the 160-channel blocks at ``s_c = 64`` and saves far fewer MACs. The paper's MACs at 0.6x are out
-of reach of this rule: there the stem and the early, high-resolution blocks whose expanded width is
-below ``2 s_g = 128`` (so they keep one group) already cost most of them. The parameter savings are
-smaller than the MAC savings because most parameters sit in the untouched head and in the
-squeeze-excitations, which stay dense on every level (``e_j -> e_j / 4 -> e_j``): they act on
-pooled ``1 x 1`` maps, so they add parameters but almost no MACs.
+1000 classes). The paper's MACs at 0.6x are out of reach of this rule: there the stem and the
+early, high-resolution blocks whose expanded width is below ``2 s_g = 128`` (so they keep one
+group) already cost most of them. The parameter savings are smaller than the MAC savings because
+most parameters sit in the untouched head and in the squeeze-excitations, which stay dense on every
+level (``e_j -> e_j / 4 -> e_j``): they act on pooled ``1 x 1`` maps, so they add parameters but
+almost no MACs.
+
+**Two other readings of the paper** are builder options of the MGIC networks (and of their LR-ASPP
+versions), so that their params and MACs can be compared with the default's:
+
+* ``group_width="input"`` (the paper's text: Algorithm 1's ``c_in`` is the block's input feature
+  map width): the plan of every MGIC inverted residual is computed on its input width ``w``
+  (``MGICBlock`` without ``group_width``: ``L = floor(log2(w / s_c))``, ``g_j <= w_j / s_g``,
+  :mod:`mgic_geo.core.plan`), and the transitions' groups are counted on their input width
+  (``g <= c_in / s_g`` dividing ``c_in``, ``e`` and ``c_out``). At ``s_g = s_c = 64`` and width 1.0
+  only the 160-channel blocks are coarsened (widths ``[160, 80]``); the 112-channel ones stay one
+  level (``112 < 128``). A level's expanded width is rounded to a multiple of its groups when they
+  do not divide it (:class:`InvertedResidualLevel`).
+* ``transition="dense"`` (the authors' released MobileNet code): a width- or stride-changing block
+  becomes :class:`DenseTransition`, a dense 1x1 convolution ``c_in -> c_out`` carrying the block's
+  stride, with batch norm, followed by the block itself as an :class:`MGICInvertedResidual` at
+  ``c_out`` (its expanded width, kernel, squeeze-excitation, activation and dilation kept).
+
+The defaults, ``group_width="expanded"`` and ``transition="grouped"``, are the design described
+above. The plain networks take neither option.
 
 Squeeze-excitation is torchvision's ``SqueezeExcitation`` (hard-sigmoid gate) over all expanded
 channels of a level with its usual dense maps.
@@ -63,6 +81,7 @@ only ``nn.Conv2d``/``nn.Linear``/batch norms, not :class:`~mgic_geo.core.Transfe
 """
 from __future__ import annotations
 
+import copy
 import math
 from functools import partial
 from typing import Callable
@@ -85,6 +104,7 @@ __all__ = [
     "InvertedResidualLevel",
     "MGICInvertedResidual",
     "GroupedInvertedResidual",
+    "DenseTransition",
     "mobilenetv3_large",
     "mobilenetv3_small",
     "mgic_mobilenetv3_large",
@@ -94,6 +114,17 @@ __all__ = [
 ]
 
 ARCHS = {"large": "mobilenet_v3_large", "small": "mobilenet_v3_small"}
+
+# The builder options of the MGIC networks (module docstring); the first value of each is the default.
+GROUP_WIDTHS = ("expanded", "input")
+TRANSITIONS = ("grouped", "dense")
+
+
+def check_option(name: str, value, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``allowed``, else raise a ``ValueError`` naming ``name``."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
 
 
 def default_norm_layer(momentum: float = 0.01) -> Callable[..., nn.Module]:
@@ -185,43 +216,60 @@ class MGICInvertedResidual(nn.Module):
 
     The residual is added once per level, inside the level blocks; there is no outer skip.
 
+    Args:
+        cnf (InvertedResidualConfig): the block (stride 1, ``cnf.input_channels == cnf.out_channels``).
+        norm_layer (callable): ``norm_layer(channels) -> nn.Module``.
+        mgic (MGICConfig): group size, coarsest width and the other MGIC settings.
+        group_width (str): ``"expanded"`` (plan computed on the expanded width,
+            :func:`expanded_width`) or ``"input"`` (on the block's width itself); see the module
+            docstring. (default: ``"expanded"``)
+
     Shapes:
         - **input:** :math:`(B, C, H, W)`
         - **output:** :math:`(B, C, H, W)`
     """
 
-    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, mgic: MGICConfig):
+    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, mgic: MGICConfig,
+                 group_width: str = "expanded"):
         super().__init__()
+        check_option("group_width", group_width, GROUP_WIDTHS)
         if cnf.stride != 1 or cnf.input_channels != cnf.out_channels:
             raise ValueError("MGICInvertedResidual needs a channel-preserving block (stride 1, c_in == c_out)")
         self.in_channels = self.out_channels = cnf.out_channels
         self._is_cn = False  # read by torchvision's LR-ASPP builder (stage ends), as on its InvertedResidual
         self.mgic = MGICBlock(cnf.input_channels, partial(InvertedResidualLevel, cnf=cnf, norm_layer=norm_layer),
-                              mgic, norm=norm_layer, group_width=partial(expanded_width, cnf=cnf))
+                              mgic, norm=norm_layer,
+                              group_width=partial(expanded_width, cnf=cnf) if group_width == "expanded" else None)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mgic(x)
 
 
-def transition_groups(in_channels: int, expanded: int, out_channels: int, group_size: int) -> int:
+def transition_groups(in_channels: int, expanded: int, out_channels: int, group_size: int, *,
+                      group_width: str = "expanded") -> int:
     """Groups of the 1x1 maps of a width- or stride-changing block, counted on the expanded width as
     in the MGIC levels (:func:`~mgic_geo.core.plan.largest_group_count` of the three widths, at most
-    ``expanded // group_size``)."""
-    return largest_group_count(expanded // group_size, in_channels, expanded, out_channels)
+    ``expanded // group_size``); with ``group_width="input"`` counted on the input width (at most
+    ``in_channels // group_size``)."""
+    counted_on = expanded if check_option("group_width", group_width, GROUP_WIDTHS) == "expanded" else in_channels
+    return largest_group_count(counted_on // group_size, in_channels, expanded, out_channels)
 
 
 class GroupedInvertedResidual(nn.Module):
     r"""A MobileNetV3 stage transition (width or stride change) with grouped 1x1 expand and
-    project (:func:`transition_groups`); no residual, as in MobileNetV3.
+    project (:func:`transition_groups`, counted on the width ``group_width`` names); no residual, as
+    in MobileNetV3.
 
     Shapes:
         - **input:** :math:`(B, C_{in}, H, W)`
         - **output:** :math:`(B, C_{out}, H / s, W / s)`
     """
 
-    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, group_size: int):
+    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, group_size: int,
+                 group_width: str = "expanded"):
         super().__init__()
-        self.groups = transition_groups(cnf.input_channels, cnf.expanded_channels, cnf.out_channels, group_size)
+        self.groups = transition_groups(cnf.input_channels, cnf.expanded_channels, cnf.out_channels, group_size,
+                                        group_width=group_width)
         self.in_channels, self.out_channels = cnf.input_channels, cnf.out_channels
         self._is_cn = cnf.stride > 1
         self.block = _inverted_residual_layers(
@@ -232,6 +280,42 @@ class GroupedInvertedResidual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)
+
+
+class DenseTransition(nn.Module):
+    r"""A MobileNetV3 stage transition as in the authors' released MGIC MobileNet code: a dense
+    (``groups=1``) 1x1 convolution ``c_in -> c_out`` with the block's stride (1 when the block is
+    dilated, as torchvision's ``InvertedResidual`` does) and batch norm, no activation, followed by
+    the block at ``c_out`` as an :class:`MGICInvertedResidual` (stride 1, ``c_out -> c_out``, the
+    block's expanded width, kernel, squeeze-excitation, activation and dilation).
+
+    Args:
+        cnf (InvertedResidualConfig): the width- or stride-changing block.
+        norm_layer (callable): ``norm_layer(channels) -> nn.Module``, for the transition's norm and
+            inside the MGIC block.
+        mgic (MGICConfig): the MGIC settings of the block that follows the transition.
+        group_width (str): the plan rule of that block (:class:`MGICInvertedResidual`).
+            (default: ``"expanded"``)
+
+    Shapes:
+        - **input:** :math:`(B, C_{in}, H, W)`
+        - **output:** :math:`(B, C_{out}, H / s, W / s)`
+    """
+
+    def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, mgic: MGICConfig,
+                 group_width: str = "expanded"):
+        super().__init__()
+        self.in_channels, self.out_channels = cnf.input_channels, cnf.out_channels
+        self._is_cn = cnf.stride > 1  # read by torchvision's LR-ASPP builder (stage ends)
+        self.transition = Conv2dNormActivation(cnf.input_channels, cnf.out_channels, kernel_size=1,
+                                               stride=1 if cnf.dilation > 1 else cnf.stride,
+                                               norm_layer=norm_layer, activation_layer=None)
+        block_cnf = copy.copy(cnf)  # InvertedResidualConfig is a plain class, not a dataclass
+        block_cnf.input_channels, block_cnf.stride = cnf.out_channels, 1
+        self.block = MGICInvertedResidual(block_cnf, norm_layer, mgic=mgic, group_width=group_width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(self.transition(x))
 
 
 def check_width_mult(width_mult) -> float:
@@ -251,15 +335,21 @@ def mobilenetv3_config(arch: str, width_mult: float = 1.0, *, reduced_tail: bool
     return _mobilenet_v3_conf(ARCHS[arch], width_mult=width_mult, reduced_tail=reduced_tail, dilated=dilated)
 
 
-def mgic_block_factory(mgic: MGICConfig | dict):
+def mgic_block_factory(mgic: MGICConfig | dict, *, group_width: str = "expanded", transition: str = "grouped"):
     """A ``block(cnf, norm_layer)`` for :class:`~torchvision.models.MobileNetV3`: channel-preserving
-    blocks become :class:`MGICInvertedResidual`, the others :class:`GroupedInvertedResidual`."""
+    blocks become :class:`MGICInvertedResidual`, the others :class:`GroupedInvertedResidual`
+    (``transition="grouped"``) or :class:`DenseTransition` (``transition="dense"``); ``group_width``
+    as in :func:`build_mobilenetv3`."""
     mgic = MGICConfig.coerce(mgic, default=MGIC_MOBILENETV3)
+    check_option("group_width", group_width, GROUP_WIDTHS)
+    check_option("transition", transition, TRANSITIONS)
 
     def block(cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]) -> nn.Module:
         if cnf.stride == 1 and cnf.input_channels == cnf.out_channels:
-            return MGICInvertedResidual(cnf, norm_layer, mgic=mgic)
-        return GroupedInvertedResidual(cnf, norm_layer, group_size=mgic.group_size)
+            return MGICInvertedResidual(cnf, norm_layer, mgic=mgic, group_width=group_width)
+        if transition == "dense":
+            return DenseTransition(cnf, norm_layer, mgic=mgic, group_width=group_width)
+        return GroupedInvertedResidual(cnf, norm_layer, group_size=mgic.group_size, group_width=group_width)
 
     return block
 
@@ -267,13 +357,39 @@ def mgic_block_factory(mgic: MGICConfig | dict):
 def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float = 1.0,
                       norm_layer: Callable[..., nn.Module] | None = None, dropout: float = 0.2,
                       mgic: MGICConfig | dict | None = None, reduced_tail: bool = False, dilated: bool = False,
-                      bn_momentum: float = 0.01) -> MobileNetV3:
-    """Build torchvision's :class:`~torchvision.models.MobileNetV3`; with ``mgic``
-    (:class:`~mgic_geo.core.config.MGICConfig`, or a dict of changes to ``MGIC_MOBILENETV3``) its
-    inverted residuals are the MGIC ones."""
+                      bn_momentum: float = 0.01, group_width: str = "expanded",
+                      transition: str = "grouped") -> MobileNetV3:
+    """Build torchvision's :class:`~torchvision.models.MobileNetV3`, plain or MGIC.
+
+    Args:
+        arch (str): ``"large"`` or ``"small"``.
+        num_classes (int): output classes. (default: ``1000``)
+        width_mult (float): torchvision's width multiplier. (default: ``1.0``)
+        norm_layer (callable, optional): ``norm_layer(channels) -> nn.Module``.
+            (default: :func:`default_norm_layer` with ``bn_momentum``)
+        dropout (float): dropout before the last linear layer. (default: ``0.2``)
+        mgic (MGICConfig or dict, optional): build the MGIC network with these settings (a dict
+            of changes to ``MGIC_MOBILENETV3``); ``None`` builds torchvision's plain network.
+            (default: ``None``)
+        reduced_tail (bool): halve the last stage (torchvision's option). (default: ``False``)
+        dilated (bool): dilate the last stage (torchvision's option). (default: ``False``)
+        bn_momentum (float): momentum of the default batch norm. (default: ``0.01``)
+        group_width (str): MGIC only. The width the plans and transition groups are counted on:
+            ``"expanded"`` (each block's expanded width) or ``"input"`` (its input width, the
+            paper's text); see the module docstring. (default: ``"expanded"``)
+        transition (str): MGIC only. Width- and stride-changing blocks as ``"grouped"`` inverted
+            residuals (:class:`GroupedInvertedResidual`) or ``"dense"`` 1x1 transitions followed
+            by an MGIC block (:class:`DenseTransition`, the authors' released code).
+            (default: ``"grouped"``)
+    """
     check_int("num_classes", num_classes)
+    check_option("group_width", group_width, GROUP_WIDTHS)
+    check_option("transition", transition, TRANSITIONS)
+    if mgic is None and (group_width, transition) != (GROUP_WIDTHS[0], TRANSITIONS[0]):
+        raise ValueError(f"`group_width` and `transition` apply to the MGIC networks only (give `mgic`), got "
+                         f"group_width={group_width!r}, transition={transition!r} for the plain network")
     setting, last_channel = mobilenetv3_config(arch, width_mult, reduced_tail=reduced_tail, dilated=dilated)
-    block = mgic_block_factory(mgic) if mgic is not None else None
+    block = mgic_block_factory(mgic, group_width=group_width, transition=transition) if mgic is not None else None
     model = MobileNetV3(setting, last_channel, num_classes=num_classes, block=block,
                         norm_layer=norm_layer or default_norm_layer(bn_momentum), dropout=dropout)
     for module in model.modules():  # torchvision's init loop reset BN scales; re-apply MGIC's own
@@ -281,6 +397,17 @@ def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float =
             module.init_corrections()
     return model
 
+
+# The Args of the MGIC builders' docstrings for their two options (the rest: build_mobilenetv3).
+MGIC_OPTIONS_DOC = """
+
+Args:
+    group_width (str): ``"expanded"`` (plans and transition groups counted on each block's expanded
+        width) or ``"input"`` (on its input width, the paper's text). (default: ``"expanded"``)
+    transition (str): ``"grouped"`` (grouped inverted residual transitions) or ``"dense"`` (dense 1x1
+        transition + MGIC block, the authors' released code). (default: ``"grouped"``)
+
+The other arguments are :func:`~mgic_geo.models.mobilenetv3.build_mobilenetv3`'s."""
 
 # name -> (docstring, architecture, default MGIC config or None for the plain network)
 BUILDERS = {
@@ -293,8 +420,13 @@ BUILDERS = {
                                "small", MGIC_MOBILENETV3),
 }
 BUILDER_DEFAULTS = {"num_classes": 1000, "width_mult": 1.0, "norm_layer": None, "dropout": 0.2, "bn_momentum": 0.01}
+# Taken by the MGIC builders only: the plain ones do not accept them.
+MGIC_BUILDER_DEFAULTS = {"group_width": GROUP_WIDTHS[0], "transition": TRANSITIONS[0]}
 
-_builders = register_builders({name: (doc, BUILDER_DEFAULTS, arch, mgic) for name, (doc, arch, mgic) in BUILDERS.items()},
-                              build_mobilenetv3, module=__name__)
+_builders = register_builders(
+    {name: (doc, BUILDER_DEFAULTS, arch, mgic) if mgic is None else
+     (doc + MGIC_OPTIONS_DOC, BUILDER_DEFAULTS | MGIC_BUILDER_DEFAULTS, arch, mgic)
+     for name, (doc, arch, mgic) in BUILDERS.items()},
+    build_mobilenetv3, module=__name__)
 mobilenetv3_large, mobilenetv3_small = _builders["mobilenetv3_large"], _builders["mobilenetv3_small"]
 mgic_mobilenetv3_large, mgic_mobilenetv3_small = _builders["mgic_mobilenetv3_large"], _builders["mgic_mobilenetv3_small"]

@@ -1,4 +1,6 @@
 """MobileNetV3 and MGIC-MobileNetV3 (mgic_geo.models.mobilenetv3)."""
+import contextlib
+
 import pytest
 import torch
 import torchvision
@@ -8,10 +10,13 @@ from mgic_geo.complexity import profile
 from mgic_geo.core import MGICBlock, TransferOperator
 from mgic_geo.models import create_model
 from mgic_geo.core.config import MGICConfig
+from mgic_geo.models.registry import model_builder
 from mgic_geo.models.mobilenetv3 import (
+    DenseTransition,
     GroupedInvertedResidual,
     InvertedResidualLevel,
     MGICInvertedResidual,
+    build_mobilenetv3,
     expanded_width,
     mgic_mobilenetv3_large,
     mobilenetv3_large,
@@ -216,3 +221,130 @@ def test_bad_level_rule_and_num_classes_are_rejected():
 @pytest.mark.parametrize("name", NAMES)
 def test_create_model_builds_every_name(name):
     assert isinstance(create_model(name), torchvision.models.MobileNetV3)
+
+
+# ---- the two readings of the paper: group_width="input" and transition="dense" ---------------------------
+
+def _meta_params(name, **kwargs):
+    with torch.device("meta"):
+        return n_params(create_model(name, **kwargs))
+
+
+def test_default_options_are_the_expanded_grouped_design():
+    assert _meta_params("mgic_mobilenetv3_large") == PARAMS["mgic_mobilenetv3_large", 1.0]
+    assert _meta_params("mgic_mobilenetv3_large", group_width="expanded", transition="grouped") \
+        == PARAMS["mgic_mobilenetv3_large", 1.0]
+
+
+def test_input_group_width_plans_on_the_input_width():
+    """s_g = s_c = 64 on the block's input width: 112 < 128 stays one level, 160 coarsens once."""
+    with torch.device("meta"):
+        model = create_model("mgic_mobilenetv3_large", width_mult=1.0, group_width="input")
+    plans = {tuple(m.mgic.widths): (m.mgic.groups, m.mgic.group_widths) for m in model.modules()
+             if isinstance(m, MGICInvertedResidual)}
+    assert plans[(112,)] == ([1], [112])
+    assert plans[(160, 80)] == ([2, 1], [160, 80])  # groups counted on 160 / 64, not on 960 / 64
+    assert not any(len(widths) > 1 for widths in plans if widths[0] != 160)
+    # transitions: g <= c_in // 64 dividing c_in, e and c_out: only 112 -> 160 could have more than one, and
+    # 112 // 64 = 1
+    transitions = [m for m in model.modules() if isinstance(m, GroupedInvertedResidual)]
+    assert [m.groups for m in transitions] == [1, 1, 1, 1, 1]
+    assert transition_groups(128, 768, 192, 64, group_width="input") == 2  # <= 128 // 64
+    assert transition_groups(128, 768, 192, 64) == 8  # <= 768 // 64 = 12; 12, 11, 10, 9 do not divide 128
+    assert transition_groups(112, 672, 160, 64, group_width="expanded") == 8
+    with pytest.raises(ValueError, match="`group_width` must be one of 'expanded', 'input', got 'output'"):
+        transition_groups(112, 672, 160, 64, group_width="output")
+
+
+def test_input_group_width_levels_get_expanded_widths_their_groups_divide():
+    model = create_model("mgic_mobilenetv3_large", width_mult=1.2, group_width="input", num_classes=3).eval()
+    for block in model.modules():
+        if isinstance(block, MGICInvertedResidual):
+            for level, groups in zip(block.mgic.blocks, block.mgic.groups):
+                assert level.expanded_channels % groups == 0
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("arch", ["large", "small"])
+@pytest.mark.parametrize("group_width", ["expanded", "input"])
+def test_dense_transitions_replace_every_grouped_one(arch, group_width):
+    setting, _ = mobilenetv3_config(arch, 1.0)
+    expected = [cnf for cnf in setting if cnf.stride != 1 or cnf.input_channels != cnf.out_channels]
+    with torch.device("meta"):
+        model = create_model(f"mgic_mobilenetv3_{arch}", transition="dense", group_width=group_width)
+    assert not any(isinstance(m, GroupedInvertedResidual) for m in model.modules())
+    transitions = [m for m in model.features if isinstance(m, DenseTransition)]
+    assert len(transitions) == len(expected) > 0
+    for block, cnf in zip(transitions, expected):
+        conv = block.transition[0]
+        assert (conv.in_channels, conv.out_channels, conv.groups) == (cnf.input_channels, cnf.out_channels, 1)
+        assert conv.kernel_size == (1, 1) and conv.stride == (cnf.stride, cnf.stride)
+        assert isinstance(block.transition[1], nn.BatchNorm2d) and len(block.transition) == 2  # no activation
+        assert (block.in_channels, block.out_channels, block._is_cn) == (cnf.input_channels, cnf.out_channels,
+                                                                         cnf.stride > 1)
+        inner = block.block
+        assert isinstance(inner, MGICInvertedResidual) and inner.in_channels == inner.out_channels == cnf.out_channels
+        depthwise = inner.mgic.blocks[0].block[1 if cnf.expanded_channels != cnf.out_channels else 0][0]
+        assert depthwise.kernel_size == (cnf.kernel, cnf.kernel) and depthwise.stride == (1, 1)
+        assert inner.mgic.blocks[0].expanded_channels == cnf.expanded_channels
+    # the shell is untouched: every other block is an MGIC residual block
+    for block in model.features[1:-1]:
+        assert isinstance(block, (MGICInvertedResidual, DenseTransition))
+
+
+def test_dense_transition_of_the_112_to_160_block():
+    setting, _ = mobilenetv3_config("large")
+    cnf = setting[12]
+    assert (cnf.input_channels, cnf.expanded_channels, cnf.out_channels, cnf.stride) == (112, 672, 160, 2)
+    block = DenseTransition(cnf, nn.BatchNorm2d, mgic=MGICConfig(group_size=64, coarsest=64))
+    assert block.block.mgic.widths == [160, 80, 40, 20] and block.block.mgic.group_widths == [672, 336, 168, 84]
+    assert (cnf.input_channels, cnf.stride) == (112, 2)  # the block's own config is not changed
+    x = torch.randn(2, 112, 8, 8)
+    assert block(x).shape == (2, 160, 4, 4)
+
+
+@pytest.mark.parametrize("name", ["mgic_mobilenetv3_large", "mgic_mobilenetv3_small"])
+@pytest.mark.parametrize("group_width", ["expanded", "input"])
+def test_dense_transition_networks_run(name, group_width):
+    model = create_model(name, width_mult=0.35, num_classes=5, transition="dense", group_width=group_width).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 5) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("width_mult", [0.6, 1.0, 1.2])
+def test_the_options_change_the_network(width_mult):
+    counts = {(g, t): _meta_params("mgic_mobilenetv3_large", width_mult=width_mult, group_width=g, transition=t)
+              for g in ("expanded", "input") for t in ("grouped", "dense")}
+    assert counts["expanded", "grouped"] == PARAMS["mgic_mobilenetv3_large", width_mult]
+    assert len(set(counts.values())) == 4
+    # fewer groups on the input width: more parameters than on the expanded width
+    assert counts["input", "grouped"] > counts["expanded", "grouped"]
+    assert counts["input", "dense"] > counts["expanded", "dense"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"group_width": "output"}, "`group_width` must be one of 'expanded', 'input', got 'output'"),
+    ({"group_width": None}, "`group_width` must be one of 'expanded', 'input', got None"),
+    ({"transition": "strided"}, "`transition` must be one of 'grouped', 'dense', got 'strided'"),
+    ({"transition": 1}, "`transition` must be one of 'grouped', 'dense', got 1"),
+])
+def test_bad_options_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mgic_mobilenetv3_large(**kwargs)
+    with pytest.raises(ValueError, match=message):
+        create_model("mgic_mobilenetv3_small", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_large", "mobilenetv3_small"])
+@pytest.mark.parametrize("kwargs", [{"group_width": "input"}, {"transition": "dense"}, {"group_width": "expanded"}])
+def test_plain_builders_do_not_take_the_options(name, kwargs):
+    argument = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"model '{name}' takes no argument\\(s\\) '{argument}'"):
+        create_model(name, **kwargs)
+    with pytest.raises(TypeError, match=argument):
+        model_builder(name)(**kwargs)
+    with pytest.raises(ValueError, match="apply to the MGIC networks only") if kwargs != {"group_width": "expanded"} \
+            else contextlib.nullcontext():
+        build_mobilenetv3(name.rsplit("_", 1)[1], **kwargs)
