@@ -9,3 +9,11 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
         wanted = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
         raise ValueError(f"`{name}` must be {wanted}, got {value!r}")
     return value
+
+
+def check_choice(name: str, value, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of the strings ``allowed``; otherwise raise ``ValueError``
+    naming ``name``, the allowed values and the value."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value

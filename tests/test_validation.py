@@ -1,6 +1,6 @@
 import pytest
 
-from mgic_geo.validation import check_int
+from mgic_geo.validation import check_choice, check_int
 
 
 @pytest.mark.parametrize(
@@ -20,3 +20,10 @@ def test_bad_values_name_the_argument_and_value(value, minimum, message):
 
 def test_good_values_pass_through():
     assert check_int("n", 5) == 5 and check_int("n", 0, minimum=0) == 0
+
+
+def test_check_choice_returns_an_allowed_value_and_names_the_others():
+    assert check_choice("transition", "dense", ("grouped", "dense")) == "dense"
+    for bad in ("Dense", None, 1):
+        with pytest.raises(ValueError, match=rf"`transition` must be one of 'grouped', 'dense', got {bad!r}"):
+            check_choice("transition", bad, ("grouped", "dense"))

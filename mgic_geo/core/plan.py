@@ -65,7 +65,7 @@ def level_widths(channels: int, coarsest: int, level_rule: str = "paper") -> lis
             if widths[-1] < 2 * coarsest:
                 break
     elif level_rule == "at_most":
-        while widths[-1] > coarsest and widths[-1] >= 2:
+        while widths[-1] > coarsest:  # coarsest >= 1, so never to zero channels
             widths.append(widths[-1] // 2)
     else:
         raise ValueError(f"`level_rule` must be one of {LEVEL_RULES}, got {level_rule!r}")

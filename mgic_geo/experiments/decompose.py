@@ -102,7 +102,9 @@ def part_order(row: dict) -> tuple:
 
 def decompose(model: nn.Module, *inputs) -> list[dict]:
     """Rows ``{"stage", "role", "params", "macs"}`` of ``model``'s parameters and of the MACs of
-    ``model(*inputs)``, one per (stage, role) in the order first met; totals in the last row."""
+    ``model(*inputs)``, one per (stage, role) in the order first met; totals in the last row, which
+    also holds the MACs left out of every row, as :class:`~mgic_geo.complexity.Profile` reports
+    them: ``knn_macs`` (kNN distance products) and ``graph_operator_macs`` (graph operators)."""
     counter = FlopCounterMode(display=False, custom_mapping=MISSING_FORMULAS)  # as profile counts
     true_macs: dict[str, int] = defaultdict(int)  # grouped channel maps: their MACs without zero blocks
     handles = [module.register_forward_hook(
@@ -140,7 +142,8 @@ def decompose(model: nn.Module, *inputs) -> list[dict]:
     if outside > 0:
         result.append({"stage": "other", "role": "outside the layers", "params": 0, "macs": outside})
     result.append({"stage": "total", "role": "", "params": sum(r["params"] for r in result),
-                   "macs": sum(r["macs"] for r in result)})
+                   "macs": sum(r["macs"] for r in result), "knn_macs": graph_macs["knn"],
+                   "graph_operator_macs": graph_macs["graph operators"]})
     return result
 
 

@@ -20,16 +20,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
 from tqdm import tqdm
 
-from mgic_geo.complexity import profile
 from mgic_geo.experiments.decompose import decompose_model
 from mgic_geo.experiments.image_tables import TABLES as IMAGE_TABLES
 from mgic_geo.experiments.image_tables import UNITS
 from mgic_geo.experiments.table6 import PAPER as TABLE6
-from mgic_geo.models import create_model
-from mgic_geo.models.registry import mgic_kwargs, model_builder
+from mgic_geo.models.registry import model_builder
 
 TOLERANCE = 0.10  # a row is "within" when params and MACs are both within 10 % of the paper's
 TRANSFER_ROLES = frozenset({"restriction", "prolongation", "correction norm"})
@@ -142,27 +139,19 @@ class Measurement:
     params: int
     macs: int
     parts: list[dict]
-    graph_operator_macs: int = 0
 
 
 class Fidelity:
     """Measure rows under readings, building each distinct network once."""
 
     def __init__(self):
-        self._cache: dict[str, tuple[list[dict], int]] = {}
+        self._cache: dict[str, list[dict]] = {}
 
-    def _parts(self, row: PaperRow, kwargs: dict, level_rule: str | None, graph: bool) -> tuple[list[dict], int]:
-        key = json.dumps([row.model, kwargs, row.size, row.classes, level_rule, graph], sort_keys=True, default=str)
+    def _parts(self, row: PaperRow, kwargs: dict, level_rule: str | None) -> list[dict]:
+        key = json.dumps([row.model, kwargs, row.size, row.classes, level_rule], sort_keys=True, default=str)
         if key not in self._cache:
-            size = row.size or (32, 32)
-            parts = decompose_model(row.model, size=size, classes=row.classes, kwargs=kwargs, level_rule=level_rule)
-            graph_macs = 0
-            if graph:
-                built = kwargs if level_rule is None else mgic_kwargs(model_builder(row.model), kwargs,
-                                                                      level_rule=level_rule)
-                cloud = torch.randn(1024, 3, generator=torch.Generator().manual_seed(0))
-                graph_macs = profile(create_model(row.model, num_classes=row.classes, **built), cloud).graph_operator_macs
-            self._cache[key] = (parts, graph_macs)
+            self._cache[key] = decompose_model(row.model, size=row.size or (32, 32), classes=row.classes,
+                                               kwargs=kwargs, level_rule=level_rule)
         return self._cache[key]
 
     def measure(self, row: PaperRow, reading: Reading) -> Measurement | None:
@@ -170,13 +159,12 @@ class Fidelity:
         if not reading.applies(row):
             return None
         kwargs = reading.change_kwargs(row) if reading.change_kwargs else dict(row.kwargs)
-        level_rule = reading.level_rule if row.has_mgic else None
-        parts, graph_macs = self._parts(row, kwargs, level_rule, reading.count_graph_operators)
-        counted = [p for p in parts if p["stage"] != "total"
-                   and (reading.count_transfers or p["role"] not in TRANSFER_ROLES)]
-        macs = sum(p["macs"] for p in counted) + graph_macs
-        params = sum(p["params"] for p in parts if p["stage"] != "total")  # every reading counts every weight
-        return Measurement(params, macs, [p for p in parts if p["stage"] != "total"], graph_macs)
+        *parts, total = self._parts(row, kwargs, reading.level_rule if row.has_mgic else None)
+        counted = [p for p in parts if reading.count_transfers or p["role"] not in TRANSFER_ROLES]
+        macs = sum(p["macs"] for p in counted)
+        if reading.count_graph_operators:
+            macs += total["graph_operator_macs"]
+        return Measurement(total["params"], macs, parts)  # every reading counts every weight
 
 
 def gaps(row: PaperRow, measured: Measurement) -> tuple[float, float]:

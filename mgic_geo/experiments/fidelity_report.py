@@ -94,7 +94,7 @@ def summary(rows: list[PaperRow], measured: dict) -> list[dict]:
         name, best = _closest(row, measured)
         twin = _plain_twin(row, best, rows, measured) if row.has_mgic else None
         line = {"table": row.table, "network": row.label,
-                f"paper params [M] / FLOPs": f"{row.params} / {row.macs} {row.unit}"}
+                "paper params [M] / FLOPs": f"{row.params} / {row.macs} {row.unit}"}
         for reading in LEVEL_RULE_READINGS:
             line[reading] = _cell(row, measured[(row.name, reading)])
         line["closest reading"] = f"{name}: {_cell(row, best)}" + (
@@ -116,7 +116,7 @@ def all_readings(rows: list[PaperRow], measured: dict) -> list[dict]:
             gap_params, gap_macs = gaps(row, result)
             lines.append({"table": row.table, "network": row.label, "model": row.model, "reading": reading.name,
                           "params [M]": round(result.params / 1e6, 4), "paper params [M]": row.params,
-                          f"MACs": round(result.macs / UNITS[row.unit], 4), "paper FLOPs": row.macs, "unit": row.unit,
+                          "MACs": round(result.macs / UNITS[row.unit], 4), "paper FLOPs": row.macs, "unit": row.unit,
                           "params gap": f"{gap_params:+.1%}", "MACs gap": f"{gap_macs:+.1%}",
                           "within 10 %": "yes" if within(row, result) else "no"})
     return lines
@@ -172,11 +172,9 @@ def _explain(row: PaperRow, measured: dict, rows: list[PaperRow]) -> list[str]:
         fixed = _fixed_parts(row, measured)
         fixed_macs = sum(p["macs"] for p in fixed)
         fixed_params = sum(p["params"] for p in fixed)
-        changed = sorted({p["stage"] for name in LEVEL_RULE_READINGS for p in measured[(row.name, name)].parts}
-                         - {p["stage"] for p in fixed}
-                         | {p["stage"] for name in LEVEL_RULE_READINGS for p in measured[(row.name, name)].parts
-                            if (p["stage"], p["role"]) not in {(f["stage"], f["role"]) for f in fixed}},
-                         key=stage_order)
+        fixed_keys = {(p["stage"], p["role"]) for p in fixed}
+        changed = sorted({p["stage"] for name in LEVEL_RULE_READINGS for p in measured[(row.name, name)].parts
+                          if (p["stage"], p["role"]) not in fixed_keys}, key=stage_order)
         if not changed:
             bullets.append("All three level rules build the same network here.")
         else:

@@ -30,6 +30,7 @@ import json
 from mgic_geo.experiments.image_tables import RESULTS, TABLES, image_table
 from mgic_geo.experiments.plans import ACCURACY
 from mgic_geo.experiments.results import read_validations
+from mgic_geo.models.registry import effective_mgic, model_builder
 
 TABLES_OF_FIGURE = ("2", "7", "8")
 RUNS = "outputs/results/cifar10"  # where `mgic-geo experiment results` writes the CIFAR-10 runs
@@ -42,14 +43,19 @@ def validation_runs(runs: str | Path) -> dict[str, dict]:
     network is not a row of the tables."""
     found: dict[str, dict] = {}
     for info_path in sorted(Path(runs).glob("*/run_info.json")):
-        info = json.loads(info_path.read_text())
-        if any("model_kwargs" in str(part) for part in info.get("command", [])):
+        try:
+            info = json.loads(info_path.read_text())
+            command, model, name = info.get("command", []), info["model"], info["name"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{info_path}: not a run_info.json of `mgic-geo experiment results` (a JSON object "
+                             f"with 'name', 'model' and 'command'): {error!r}") from None
+        if any("model_kwargs" in str(part) for part in command):
             continue
         validated = read_validations(info_path.parent, ACCURACY["cifar10"][0])
         if validated:
             last = validated[-1]
-            found[info["model"]] = {"accuracy": round(100 * last[ACCURACY["cifar10"][0]], 1),
-                                    "steps": int(last.get("step", 0)) + 1, "name": info["name"]}
+            found[model] = {"accuracy": round(100 * last[ACCURACY["cifar10"][0]], 1),
+                            "steps": int(last.get("step", 0)) + 1, "name": name}
     return found
 
 
@@ -80,8 +86,6 @@ def figure3_points(*, results: str | Path | None = None, runs: str | Path | None
 
 
 def _is_default_setting(model: str, kwargs: dict) -> bool:
-    from mgic_geo.models.registry import effective_mgic, model_builder
-
     builder = model_builder(model)
     if getattr(builder, "default_mgic", None) is None:
         return not kwargs

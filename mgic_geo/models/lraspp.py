@@ -27,12 +27,11 @@ from torchvision.models.segmentation.lraspp import LRASPP, _lraspp_mobilenetv3
 from mgic_geo.core.config import MGICConfig  # noqa: F401  (build_lraspp's annotation)
 from mgic_geo.models.mobilenetv3 import (
     GROUP_WIDTHS,
-    MGIC_BUILDER_DEFAULTS,
     MGIC_MOBILENETV3,
     TRANSITIONS,
     build_mobilenetv3,
+    register_mobilenet_builders,
 )
-from mgic_geo.models.registry import register_builders
 from mgic_geo.validation import check_int
 
 __all__ = [
@@ -84,23 +83,7 @@ BUILDERS = {
 }
 BUILDER_DEFAULTS = {"num_classes": 21, "width_mult": 1.0, "norm_layer": None, "bn_momentum": 0.01}
 
-# The MGIC builders' two options, documented as their Args (the rest: build_lraspp).
-MGIC_OPTIONS_DOC = """
-
-Args:
-    group_width (str): ``"expanded"`` (the backbone's plans and transition groups counted on each
-        block's expanded width) or ``"input"`` (on its input width, the paper's text).
-        (default: ``"expanded"``)
-    transition (str): ``"grouped"`` (grouped inverted residual transitions) or ``"dense"`` (dense 1x1
-        transition + MGIC block, the authors' released code). (default: ``"grouped"``)
-
-The other arguments are :func:`~mgic_geo.models.lraspp.build_lraspp`'s."""
-
-_builders = register_builders(
-    {name: (doc, BUILDER_DEFAULTS, arch, mgic) if mgic is None else
-     (doc + MGIC_OPTIONS_DOC, BUILDER_DEFAULTS | MGIC_BUILDER_DEFAULTS, arch, mgic)
-     for name, (doc, arch, mgic) in BUILDERS.items()},
-    build_lraspp, module=__name__)
+_builders = register_mobilenet_builders(BUILDERS, BUILDER_DEFAULTS, build_lraspp, module=__name__)
 lraspp_mobilenetv3_large, lraspp_mobilenetv3_small = _builders["lraspp_mobilenetv3_large"], _builders["lraspp_mobilenetv3_small"]
 lraspp_mgic_mobilenetv3_large = _builders["lraspp_mgic_mobilenetv3_large"]
 lraspp_mgic_mobilenetv3_small = _builders["lraspp_mgic_mobilenetv3_small"]

@@ -95,7 +95,7 @@ from mgic_geo.core.block import MGICBlock
 from mgic_geo.core.config import MGICConfig
 from mgic_geo.core.plan import largest_group_count
 from mgic_geo.models.registry import register_builders
-from mgic_geo.validation import check_int
+from mgic_geo.validation import check_choice, check_int
 
 # The paper's setting (Table 4); builders take changes to it.
 MGIC_MOBILENETV3 = MGICConfig(group_size=64, coarsest=64)
@@ -118,13 +118,8 @@ ARCHS = {"large": "mobilenet_v3_large", "small": "mobilenet_v3_small"}
 # The builder options of the MGIC networks (module docstring); the first value of each is the default.
 GROUP_WIDTHS = ("expanded", "input")
 TRANSITIONS = ("grouped", "dense")
-
-
-def check_option(name: str, value, allowed: tuple[str, ...]) -> str:
-    """Return ``value`` if it is one of ``allowed``, else raise a ``ValueError`` naming ``name``."""
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
+# Taken by the MGIC builders only: the plain ones do not accept them.
+MGIC_BUILDER_DEFAULTS = {"group_width": GROUP_WIDTHS[0], "transition": TRANSITIONS[0]}
 
 
 def default_norm_layer(momentum: float = 0.01) -> Callable[..., nn.Module]:
@@ -232,7 +227,7 @@ class MGICInvertedResidual(nn.Module):
     def __init__(self, cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module], *, mgic: MGICConfig,
                  group_width: str = "expanded"):
         super().__init__()
-        check_option("group_width", group_width, GROUP_WIDTHS)
+        check_choice("group_width", group_width, GROUP_WIDTHS)
         if cnf.stride != 1 or cnf.input_channels != cnf.out_channels:
             raise ValueError("MGICInvertedResidual needs a channel-preserving block (stride 1, c_in == c_out)")
         self.in_channels = self.out_channels = cnf.out_channels
@@ -251,7 +246,7 @@ def transition_groups(in_channels: int, expanded: int, out_channels: int, group_
     in the MGIC levels (:func:`~mgic_geo.core.plan.largest_group_count` of the three widths, at most
     ``expanded // group_size``); with ``group_width="input"`` counted on the input width (at most
     ``in_channels // group_size``)."""
-    counted_on = expanded if check_option("group_width", group_width, GROUP_WIDTHS) == "expanded" else in_channels
+    counted_on = expanded if check_choice("group_width", group_width, GROUP_WIDTHS) == "expanded" else in_channels
     return largest_group_count(counted_on // group_size, in_channels, expanded, out_channels)
 
 
@@ -341,8 +336,8 @@ def mgic_block_factory(mgic: MGICConfig | dict, *, group_width: str = "expanded"
     (``transition="grouped"``) or :class:`DenseTransition` (``transition="dense"``); ``group_width``
     as in :func:`build_mobilenetv3`."""
     mgic = MGICConfig.coerce(mgic, default=MGIC_MOBILENETV3)
-    check_option("group_width", group_width, GROUP_WIDTHS)
-    check_option("transition", transition, TRANSITIONS)
+    check_choice("group_width", group_width, GROUP_WIDTHS)
+    check_choice("transition", transition, TRANSITIONS)
 
     def block(cnf: InvertedResidualConfig, norm_layer: Callable[..., nn.Module]) -> nn.Module:
         if cnf.stride == 1 and cnf.input_channels == cnf.out_channels:
@@ -383,8 +378,8 @@ def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float =
             (default: ``"grouped"``)
     """
     check_int("num_classes", num_classes)
-    check_option("group_width", group_width, GROUP_WIDTHS)
-    check_option("transition", transition, TRANSITIONS)
+    check_choice("group_width", group_width, GROUP_WIDTHS)
+    check_choice("transition", transition, TRANSITIONS)
     if mgic is None and (group_width, transition) != (GROUP_WIDTHS[0], TRANSITIONS[0]):
         raise ValueError(f"`group_width` and `transition` apply to the MGIC networks only (give `mgic`), got "
                          f"group_width={group_width!r}, transition={transition!r} for the plain network")
@@ -399,6 +394,7 @@ def build_mobilenetv3(arch: str, *, num_classes: int = 1000, width_mult: float =
 
 
 # The Args of the MGIC builders' docstrings for their two options (the rest: build_mobilenetv3).
+# Appended to the MGIC builders' docstrings ({build}: the function that takes the other arguments).
 MGIC_OPTIONS_DOC = """
 
 Args:
@@ -407,7 +403,21 @@ Args:
     transition (str): ``"grouped"`` (grouped inverted residual transitions) or ``"dense"`` (dense 1x1
         transition + MGIC block, the authors' released code). (default: ``"grouped"``)
 
-The other arguments are :func:`~mgic_geo.models.mobilenetv3.build_mobilenetv3`'s."""
+The other arguments are :func:`~{build}`'s."""
+
+
+def register_mobilenet_builders(table: dict[str, tuple], defaults: dict, build: Callable[..., nn.Module], *,
+                                module: str) -> dict[str, Callable]:
+    """:func:`~mgic_geo.models.registry.register_builders` for rows ``name -> (docstring, arch,
+    default MGIC config or None)`` of MobileNetV3-based networks: the MGIC rows also take (and
+    document) ``group_width`` and ``transition``, the plain rows do not."""
+    options_doc = MGIC_OPTIONS_DOC.format(build=f"{build.__module__}.{build.__name__}")
+    return register_builders(
+        {name: (doc, defaults, arch, None) if mgic is None else
+         (doc + options_doc, defaults | MGIC_BUILDER_DEFAULTS, arch, mgic)
+         for name, (doc, arch, mgic) in table.items()},
+        build, module=module)
+
 
 # name -> (docstring, architecture, default MGIC config or None for the plain network)
 BUILDERS = {
@@ -420,13 +430,7 @@ BUILDERS = {
                                "small", MGIC_MOBILENETV3),
 }
 BUILDER_DEFAULTS = {"num_classes": 1000, "width_mult": 1.0, "norm_layer": None, "dropout": 0.2, "bn_momentum": 0.01}
-# Taken by the MGIC builders only: the plain ones do not accept them.
-MGIC_BUILDER_DEFAULTS = {"group_width": GROUP_WIDTHS[0], "transition": TRANSITIONS[0]}
 
-_builders = register_builders(
-    {name: (doc, BUILDER_DEFAULTS, arch, mgic) if mgic is None else
-     (doc + MGIC_OPTIONS_DOC, BUILDER_DEFAULTS | MGIC_BUILDER_DEFAULTS, arch, mgic)
-     for name, (doc, arch, mgic) in BUILDERS.items()},
-    build_mobilenetv3, module=__name__)
+_builders = register_mobilenet_builders(BUILDERS, BUILDER_DEFAULTS, build_mobilenetv3, module=__name__)
 mobilenetv3_large, mobilenetv3_small = _builders["mobilenetv3_large"], _builders["mobilenetv3_small"]
 mgic_mobilenetv3_large, mgic_mobilenetv3_small = _builders["mgic_mobilenetv3_large"], _builders["mgic_mobilenetv3_small"]

@@ -20,6 +20,16 @@ def test_rows_add_up_to_the_profile(name, size, kwargs):
     with torch.device("meta"):
         measured = profile(create_model(name, num_classes=10, **kwargs), torch.empty(1, 3, *size))
     assert (total["params"], total["macs"]) == (measured.params, measured.macs)
+    assert (total["knn_macs"], total["graph_operator_macs"]) == (measured.knn_macs, measured.graph_operator_macs)
+
+
+def test_total_row_holds_the_graph_macs_the_profile_reports_apart():
+    total = decompose_model("mgic_diffgcn", classes=10)[-1]
+    cloud = torch.randn(1024, 3, generator=torch.Generator().manual_seed(0))
+    measured = profile(create_model("mgic_diffgcn", num_classes=10), cloud)
+    assert measured.graph_operator_macs > 0 and measured.knn_macs > 0
+    assert (total["params"], total["macs"], total["knn_macs"], total["graph_operator_macs"]) == \
+        (measured.params, measured.macs, measured.knn_macs, measured.graph_operator_macs)
 
 
 def test_roles_show_where_an_mgic_resnet56_spends_its_macs():

@@ -1,7 +1,9 @@
 import json
 
+import pytest
+
 from mgic_geo.cli import main
-from mgic_geo.experiments.figure3 import figure3_points
+from mgic_geo.experiments.figure3 import figure3_points, validation_runs
 
 
 def test_points_pair_the_papers_figures_with_ours_and_the_png_is_written(tmp_path, capsys):
@@ -42,3 +44,13 @@ def test_real_runs_at_the_table_setting_add_their_last_validation_accuracy(tmp_p
     out = tmp_path / "figure3.png"
     assert main(["figure", "3", "--results", str(tmp_path / "none"), "--runs", str(runs), "--out", str(out)]) == 0
     assert "ours, validation split of run resnet56 (200 steps): 38.8 %" in capsys.readouterr().out
+
+
+def test_a_run_info_that_is_not_one_is_named(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "broken").mkdir(parents=True)
+    for text in ("{not json", "[1, 2]", '{"name": "x"}', '"a string"'):
+        (runs / "broken" / "run_info.json").write_text(text)
+        with pytest.raises(ValueError, match=r"broken/run_info.json: not a run_info.json of `mgic-geo experiment "
+                                             r"results` \(a JSON object with 'name', 'model' and 'command'\)"):
+            validation_runs(runs)
